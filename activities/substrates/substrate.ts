@@ -1,0 +1,87 @@
+// One interface for every place units run. Implementations live beside it:
+// local-substrate.ts (sandbox dirs on the controller host), ssh-substrate.ts
+// (existing hosts over pooled SSH), and later kubernetes-substrate.ts (pods).
+
+/** How to reach one machine. Stored in the model store; passed to every call. */
+export interface MachineTarget {
+  /** `<model-uuid>/<machine-id>`: unique per controller, used as a pool key. */
+  key: string;
+  kind: 'local' | 'ssh';
+  /** Address units on this machine serve on (127.0.0.N locally, the host's address over SSH). */
+  address: string;
+  /** Directory on the machine that holds charmflow's files (tools, units). */
+  rootDir: string;
+  // ssh only
+  host?: string;
+  port?: number;
+  user?: string;
+  /** Private key (PEM/OpenSSH text) used to log in. */
+  privateKey?: string;
+  /** Pinned host key, as `SHA256:<base64>` fingerprint. Absent only on first contact. */
+  hostKeyFingerprint?: string;
+}
+
+export interface ExecRequest {
+  /** Run through `sh -c` on the machine. */
+  command: string;
+  /** Bytes written to the command's stdin, which is then closed. */
+  stdin?: string | Buffer;
+  /** Called with each chunk of stdout as it arrives (live streaming). */
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  /** Aborting kills the command (or closes its channel). */
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  /** Exit code; null when killed by a signal or the channel was lost. */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ProbeResult {
+  /** `SHA256:<base64>` of the host key; `local` for local machines. */
+  hostKeyFingerprint: string;
+  address: string;
+  hostname: string;
+  /** Whether python3, tar and sh are present (the runtime's demands). */
+  missing: string[];
+}
+
+/** Raised when a pinned host key does not match. Never retried. */
+export class HostKeyMismatchError extends Error {
+  readonly type = 'HostKeyMismatch';
+  constructor(
+    readonly host: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`host key of ${host} changed: expected ${expected}, got ${actual}; refusing to connect`);
+  }
+}
+
+/** Raised when a machine cannot be reached (refused, timed out, auth failed). */
+export class MachineUnreachableError extends Error {
+  readonly type = 'MachineUnreachable';
+  constructor(
+    readonly host: string,
+    reason: string,
+  ) {
+    super(`cannot reach ${host}: ${reason}`);
+  }
+}
+
+export interface Substrate {
+  readonly kind: MachineTarget['kind'];
+  /** First contact: learn the host key (not yet pinned) and check the runtime's demands. */
+  probe(target: MachineTarget): Promise<ProbeResult>;
+  exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult>;
+  /** Write a file atomically (temp + rename), creating parent dirs. */
+  putFile(target: MachineTarget, path: string, content: string | Buffer, mode?: number): Promise<void>;
+  /** Drop pooled resources for one machine (after removal). */
+  release(target: MachineTarget): Promise<void>;
+  /** Close every pooled connection. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,137 @@
+// The wire contract between the controller and the machine-side hook runner
+// (charm/runtime/runner.py). The controller sends one HookContext as JSON on the
+// runner's stdin; the runner streams HookEvent JSON lines on stdout, ending with
+// exactly one `result` event. See ../shared/DESIGN.md, "The hook runtime".
+import { z } from 'zod';
+
+export const JUJU_VERSION = '3.6.4';
+
+const StringMap = z.record(z.string(), z.string());
+
+export const StatusValue = z.object({
+  status: z.string(),
+  message: z.string().default(''),
+});
+
+export const RelationSnapshot = z.object({
+  /** Numeric relation id; JUJU_RELATION_ID is `${endpoint}:${id}`. */
+  id: z.number().int().nonnegative(),
+  endpoint: z.string(),
+  interface: z.string(),
+  role: z.enum(['provides', 'requires', 'peer']),
+  remoteApplication: z.string(),
+  /** Data bags: unit name or application name -> settings. Includes this unit and its application. */
+  data: z.record(z.string(), StringMap),
+  /** Remote units currently in the relation (for peers: the other units of this app). */
+  units: z.array(z.string()),
+});
+export type RelationSnapshot = z.infer<typeof RelationSnapshot>;
+
+export const HookContext = z.object({
+  /** Unique per hook execution and stable across retries of the same execution. */
+  contextId: z.string().regex(/^[A-Za-z0-9._-]+$/),
+  kind: z.enum(['hook', 'action']),
+  /** Hook name (`install`, `db-relation-changed`) or action name. */
+  name: z.string(),
+  unit: z.string(),
+  application: z.string(),
+  model: z.object({ name: z.string(), uuid: z.string() }),
+  machineId: z.string(),
+  availabilityZone: z.string().default(''),
+  /** Absolute path of the unit's charm dir on the machine (cwd of the hook; writable, persistent). */
+  charmDir: z.string(),
+  /** Absolute path of the unit's state dir on the machine (holds .hooks/<contextId>/). */
+  unitDir: z.string(),
+  /** Absolute path of the dir holding the hook tool symlinks (prepended to PATH). */
+  toolsDir: z.string(),
+  jujuVersion: z.string().default(JUJU_VERSION),
+  /** Typed config values; options with no value and no default are absent. */
+  config: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+  isLeader: z.boolean(),
+  leaderSettings: StringMap,
+  relations: z.array(RelationSnapshot),
+  /** Set for relation hooks. */
+  relation: z
+    .object({
+      id: z.number().int(),
+      remoteUnit: z.string().optional(),
+      remoteApp: z.string().optional(),
+      departingUnit: z.string().optional(),
+    })
+    .optional(),
+  privateAddress: z.string(),
+  publicAddress: z.string(),
+  /** Currently opened ports, as `80/tcp`, `1000-2000/udp`, `icmp`. */
+  ports: z.array(z.string()),
+  unitStatus: StatusValue,
+  applicationStatus: StatusValue,
+  /** Statuses of this application's units, for `status-get --application`. */
+  unitStatuses: z.record(z.string(), StatusValue).default({}),
+  charmState: StringMap.default({}),
+  goalState: z.record(z.string(), z.unknown()).default({}),
+  action: z
+    .object({
+      id: z.string(),
+      params: z.record(z.string(), z.unknown()),
+    })
+    .optional(),
+  /** Kill the hook (whole process group) after this long. */
+  timeoutSeconds: z.number().int().positive().default(3600),
+});
+export type HookContext = z.infer<typeof HookContext>;
+export type HookContextInput = z.input<typeof HookContext>;
+
+/** What a successful hook commits. Keys with null values are deletions. */
+export const HookChanges = z.object({
+  /** relation id (as string) -> { unit?: settings, app?: settings } */
+  relationSettings: z
+    .record(
+      z.string(),
+      z.object({
+        unit: z.record(z.string(), z.string().nullable()).optional(),
+        app: z.record(z.string(), z.string().nullable()).optional(),
+      }),
+    )
+    .default({}),
+  leaderSettings: z.record(z.string(), z.string().nullable()).default({}),
+  charmState: z.record(z.string(), z.string().nullable()).default({}),
+  /** The full set of opened ports after the hook. */
+  ports: z.array(z.string()),
+  actionResults: z.record(z.string(), z.unknown()).default({}),
+  actionFailed: z.string().nullable().default(null),
+});
+export type HookChanges = z.infer<typeof HookChanges>;
+
+export const HookEvent = z.discriminatedUnion('type', [
+  /** juju-log: level is DEBUG|INFO|WARNING|ERROR|TRACE. */
+  z.object({ type: z.literal('log'), ts: z.number(), level: z.string(), message: z.string() }),
+  /** status-set: takes effect at once. */
+  z.object({
+    type: z.literal('status'),
+    ts: z.number(),
+    scope: z.enum(['unit', 'application']),
+    status: z.string(),
+    message: z.string(),
+  }),
+  z.object({ type: z.literal('app-version'), ts: z.number(), version: z.string() }),
+  z.object({ type: z.literal('action-log'), ts: z.number(), message: z.string() }),
+  /** A line the hook printed on stdout or stderr. */
+  z.object({ type: z.literal('output'), ts: z.number(), stream: z.enum(['stdout', 'stderr']), line: z.string() }),
+  z.object({
+    type: z.literal('result'),
+    ts: z.number(),
+    /** Hook exit code; null when killed (timeout or signal). */
+    exitCode: z.number().int().nullable(),
+    /** True when the charm has neither `dispatch` nor the hook file: nothing ran. */
+    skipped: z.boolean(),
+    /** True when this execution had already finished before (a retried call): nothing ran again. */
+    replayed: z.boolean(),
+    timedOut: z.boolean(),
+    durationMs: z.number(),
+    /** Last lines of stdout+stderr, for error messages. */
+    tail: z.array(z.string()),
+    changes: HookChanges,
+  }),
+]);
+export type HookEvent = z.infer<typeof HookEvent>;
+export type HookResult = Extract<HookEvent, { type: 'result' }>;
