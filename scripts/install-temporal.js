@@ -47,14 +47,18 @@ function main() {
     );
   }
   mkdirSync(toolsBin, { recursive: true });
-  console.log(`charmflow: building the Temporal CLI ${TEMPORAL_CLI_VERSION} into ${toolsBin} (first install only, a few minutes)...`);
+  console.log(
+    `charmflow: building the Temporal CLI ${TEMPORAL_CLI_VERSION} into ${toolsBin} (first install only, a few minutes)...`,
+  );
   try {
     execFileSync('go', ['install', `github.com/temporalio/cli/cmd/temporal@${TEMPORAL_CLI_VERSION}`], {
       stdio: 'inherit',
       env: { ...process.env, GOBIN: toolsBin, CGO_ENABLED: process.env.CGO_ENABLED ?? '0' },
     });
   } catch {
-    fail('`go install github.com/temporalio/cli/cmd/temporal` failed (see above). Set TEMPORAL_CLI to an existing binary to skip the build.');
+    fail(
+      '`go install github.com/temporalio/cli/cmd/temporal` failed (see above). Set TEMPORAL_CLI to an existing binary to skip the build.',
+    );
   }
   const v = works(local);
   if (!v) fail(`built ${local} but it does not run.`);

@@ -1,0 +1,57 @@
+// Model provisioning on the model's cloud, and teardown.
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ApplicationFailure } from '@temporalio/activity';
+import type { ActivityDeps } from './deps.ts';
+
+export function createModelActivities({ store, dataDir }: ActivityDeps) {
+  async function modelByName(name: string) {
+    const model = await store.db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!model) throw ApplicationFailure.nonRetryable(`model "${name}" not found`, 'NotFound');
+    return model;
+  }
+
+  return {
+    async prepareModel(name: string): Promise<void> {
+      const model = await modelByName(name);
+      const cloud = await store.db
+        .selectFrom('clouds')
+        .selectAll()
+        .where('name', '=', model.cloud)
+        .executeTakeFirstOrThrow();
+      if (cloud.type === 'local') await mkdir(join(dataDir, 'machines', model.uuid), { recursive: true });
+      await store.db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('models')
+          .set({ status: 'available', message: '' })
+          .where('uuid', '=', model.uuid)
+          .execute();
+        await tx
+          .insertInto('status_history')
+          .values({
+            model_uuid: model.uuid,
+            entity: `model/${name}`,
+            kind: 'model',
+            status: 'available',
+            message: '',
+            data: null,
+          })
+          .execute();
+      });
+    },
+
+    async destroyModel(name: string): Promise<void> {
+      const model = await store.db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
+      if (!model) return; // already gone: destroying twice is fine
+      await rm(join(dataDir, 'machines', model.uuid), { recursive: true, force: true });
+      await store.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('status_history').where('model_uuid', '=', model.uuid).execute();
+        await tx.deleteFrom('log_entries').where('model_uuid', '=', model.uuid).execute();
+        await tx.deleteFrom('hook_runs').where('model_uuid', '=', model.uuid).execute();
+        await tx.deleteFrom('models').where('uuid', '=', model.uuid).execute();
+      });
+    },
+  };
+}
+
+export type ModelActivities = ReturnType<typeof createModelActivities>;

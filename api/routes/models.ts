@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { ModelRow } from '../../store/schema.ts';
+import { isUniqueViolation } from '../../store/store.ts';
+import { ConflictError, NotFoundError } from '../errors.ts';
+import { iso, startOperation, toOperation } from '../operation-starter.ts';
+import { Accepted, CreateModelBody, ErrorBody, Model, NameParam } from '../schemas.ts';
+
+export function toModel(row: ModelRow): Model {
+  return {
+    name: row.name,
+    uuid: row.uuid,
+    cloud: row.cloud,
+    life: row.life,
+    status: row.status,
+    message: row.message,
+    createdAt: iso(row.created_at)!,
+  };
+}
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { store, temporal } = app.deps;
+  const db = store.db;
+
+  app.get(
+    '/models',
+    {
+      schema: {
+        summary: 'List models',
+        tags: ['models'],
+        response: { 200: z.object({ models: z.array(Model) }), ...errors },
+      },
+    },
+    async () => {
+      const rows = await db.selectFrom('models').selectAll().orderBy('name').execute();
+      return { models: rows.map(toModel) };
+    },
+  );
+
+  app.get(
+    '/models/:name',
+    { schema: { summary: 'Show a model', tags: ['models'], params: NameParam, response: { 200: Model, ...errors } } },
+    async (req) => {
+      const row = await db.selectFrom('models').selectAll().where('name', '=', req.params.name).executeTakeFirst();
+      if (!row) throw new NotFoundError('model', req.params.name);
+      return toModel(row);
+    },
+  );
+
+  app.post(
+    '/models',
+    {
+      schema: {
+        summary: 'Create a model (asynchronous: answers with the operation)',
+        tags: ['models'],
+        body: CreateModelBody,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { name, cloud } = req.body;
+      const cloudRow = await db.selectFrom('clouds').select('name').where('name', '=', cloud).executeTakeFirst();
+      if (!cloudRow) throw new NotFoundError('cloud', cloud);
+      const uuid = randomUUID();
+      try {
+        const op = await startOperation(db, temporal, {
+          kind: 'create-model',
+          model: name,
+          target: name,
+          createdBy: req.principal?.user ?? '',
+          workflow: 'createModelWorkflow',
+          summary: `create model ${name} on cloud ${cloud}`,
+          params: { cloud },
+          args: (operationId) => [{ operationId, model: name, kind: 'create-model' }],
+          intent: async (tx) => {
+            await tx.insertInto('models').values({ uuid, name, cloud, status: 'pending', config: '{}' }).execute();
+          },
+          undo: async (d) => {
+            await d.deleteFrom('models').where('uuid', '=', uuid).execute();
+          },
+        });
+        return reply.status(202).send({ operation: toOperation(op) });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new ConflictError(`model "${name}" already exists`);
+        throw err;
+      }
+    },
+  );
+
+  app.delete(
+    '/models/:name',
+    {
+      schema: {
+        summary: 'Destroy a model and everything in it (asynchronous)',
+        tags: ['models'],
+        params: NameParam,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const name = req.params.name;
+      const row = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
+      if (!row) throw new NotFoundError('model', name);
+      if (row.life !== 'alive') throw new ConflictError(`model "${name}" is already being destroyed`);
+      const op = await startOperation(db, temporal, {
+        kind: 'destroy-model',
+        model: name,
+        target: name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'destroyModelWorkflow',
+        summary: `destroy model ${name}`,
+        args: (operationId) => [{ operationId, model: name, kind: 'destroy-model' }],
+        intent: async (tx) => {
+          const res = await tx
+            .updateTable('models')
+            .set({ life: 'dying' })
+            .where('uuid', '=', row.uuid)
+            .where('life', '=', 'alive')
+            .executeTakeFirst();
+          if (Number(res.numUpdatedRows) !== 1) throw new ConflictError(`model "${name}" is already being destroyed`);
+        },
+        undo: async (d) => {
+          await d.updateTable('models').set({ life: 'alive' }).where('uuid', '=', row.uuid).execute();
+        },
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+};

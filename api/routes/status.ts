@@ -1,0 +1,145 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { NotFoundError } from '../errors.ts';
+import { iso } from '../operation-starter.ts';
+import { ErrorBody, NameParam } from '../schemas.ts';
+
+// Juju's `status --format json` structure, with its hyphenated keys.
+const StatusInfo = z.object({ current: z.string(), message: z.string().optional(), since: z.string().optional() });
+const UnitStatus = z.object({
+  'workload-status': StatusInfo,
+  'juju-status': StatusInfo,
+  leader: z.boolean().optional(),
+  machine: z.string().optional(),
+  'public-address': z.string(),
+  'open-ports': z.array(z.string()).optional(),
+});
+const ApplicationStatus = z.object({
+  charm: z.string(),
+  'charm-name': z.string(),
+  'charm-rev': z.number().int(),
+  'charm-version': z.string().optional(),
+  version: z.string().optional(),
+  scale: z.number().int(),
+  exposed: z.boolean(),
+  life: z.string().optional(),
+  'application-status': StatusInfo,
+  units: z.record(z.string(), UnitStatus),
+});
+const MachineStatus = z.object({
+  'juju-status': StatusInfo,
+  'dns-name': z.string(),
+  'ip-addresses': z.array(z.string()),
+  'instance-id': z.string(),
+  hostname: z.string().optional(),
+});
+export const ModelStatus = z.object({
+  model: z.object({
+    name: z.string(),
+    type: z.literal('iaas'),
+    cloud: z.string(),
+    'model-status': StatusInfo,
+    life: z.string(),
+  }),
+  machines: z.record(z.string(), MachineStatus),
+  applications: z.record(z.string(), ApplicationStatus),
+});
+export type ModelStatus = z.infer<typeof ModelStatus>;
+
+// Juju's precedence when deriving an application's status from its units.
+const SEVERITY = ['error', 'blocked', 'maintenance', 'waiting', 'active', 'unknown', 'terminated'];
+
+export function deriveApplicationStatus(units: { status: string; message: string }[]): {
+  current: string;
+  message: string;
+} {
+  if (units.length === 0) return { current: 'unknown', message: '' };
+  const sorted = [...units].sort((a, b) => rank(a.status) - rank(b.status));
+  return { current: sorted[0].status, message: sorted[0].message };
+}
+
+function rank(s: string): number {
+  const i = SEVERITY.indexOf(s);
+  return i === -1 ? SEVERITY.length : i;
+}
+
+function numericAware(a: string, b: string): number {
+  return a.localeCompare(b, undefined, { numeric: true });
+}
+
+export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
+  const db = app.deps.store.db;
+  app.get(
+    '/models/:name/status',
+    {
+      schema: {
+        summary: "A model's status, in Juju's `status --format json` structure",
+        tags: ['models'],
+        params: NameParam,
+        response: { 200: ModelStatus, 401: ErrorBody, 404: ErrorBody },
+      },
+    },
+    async (req) => {
+      const model = await db.selectFrom('models').selectAll().where('name', '=', req.params.name).executeTakeFirst();
+      if (!model) throw new NotFoundError('model', req.params.name);
+      const [machines, apps, units] = await Promise.all([
+        db.selectFrom('machines').selectAll().where('model_uuid', '=', model.uuid).execute(),
+        db.selectFrom('applications').selectAll().where('model_uuid', '=', model.uuid).execute(),
+        db.selectFrom('units').selectAll().where('model_uuid', '=', model.uuid).execute(),
+      ]);
+      const out: ModelStatus = {
+        model: {
+          name: model.name,
+          type: 'iaas',
+          cloud: model.cloud,
+          'model-status': { current: model.status, message: model.message || undefined },
+          life: model.life,
+        },
+        machines: {},
+        applications: {},
+      };
+      for (const m of machines.sort((a, b) => numericAware(a.id, b.id))) {
+        out.machines[m.id] = {
+          'juju-status': { current: m.state, message: m.message || undefined, since: iso(m.created_at) ?? undefined },
+          'dns-name': m.address,
+          'ip-addresses': m.address ? [m.address] : [],
+          'instance-id': m.kind === 'ssh' ? `manual:${m.host}` : `local:${m.id}`,
+          hostname: m.hostname || undefined,
+        };
+      }
+      const machineAddr = new Map(machines.map((m) => [m.id, m.address]));
+      for (const a of apps.sort((x, y) => x.name.localeCompare(y.name))) {
+        const mine = units.filter((u) => u.application === a.name).sort((x, y) => x.number - y.number);
+        const unitOut: Record<string, z.infer<typeof UnitStatus>> = {};
+        for (const u of mine) {
+          const ports = u.ports ?? [];
+          unitOut[u.name] = {
+            'workload-status': { current: u.workload_status, message: u.workload_message || undefined },
+            'juju-status': { current: u.agent_status, message: u.agent_message || undefined },
+            ...(u.leader ? { leader: true } : {}),
+            ...(u.machine_id !== null ? { machine: u.machine_id } : {}),
+            'public-address': (u.machine_id !== null ? machineAddr.get(u.machine_id) : undefined) ?? '',
+            ...(ports.length > 0 ? { 'open-ports': ports } : {}),
+          };
+        }
+        const explicit = a.status !== 'unknown' && a.status !== '' ? { current: a.status, message: a.message } : null;
+        const derived = deriveApplicationStatus(
+          mine.map((u) => ({ status: u.workload_status, message: u.workload_message })),
+        );
+        const appStatus = mine.some((u) => u.workload_status === 'error') ? derived : (explicit ?? derived);
+        out.applications[a.name] = {
+          charm: a.charm_name,
+          'charm-name': a.charm_name,
+          'charm-rev': a.charm_revision,
+          ...(a.workload_version ? { version: a.workload_version } : {}),
+          scale: mine.filter((u) => u.life === 'alive').length,
+          exposed: false,
+          ...(a.life !== 'alive' ? { life: a.life } : {}),
+          'application-status': { current: appStatus.current, message: appStatus.message || undefined },
+          units: unitOut,
+        };
+      }
+      return out;
+    },
+  );
+};

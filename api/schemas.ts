@@ -1,0 +1,83 @@
+// Wire shapes of the API: the single definition, used by routes, the OpenAPI
+// document, and the CLI.
+import { z } from 'zod';
+
+export const ErrorBody = z.object({
+  statusCode: z.number().int(),
+  error: z.string(),
+  message: z.string(),
+  details: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+});
+
+export const ModelName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z][a-z0-9-]*$/, 'must be lower-case letters, digits and hyphens, starting with a letter');
+
+export const Model = z.object({
+  name: z.string(),
+  uuid: z.string(),
+  cloud: z.string(),
+  life: z.string(),
+  status: z.string(),
+  message: z.string(),
+  createdAt: z.string(),
+});
+export type Model = z.infer<typeof Model>;
+
+export const CreateModelBody = z.strictObject({
+  name: ModelName,
+  cloud: z.string().min(1).default('local'),
+});
+
+export const OperationState = z.enum(['pending', 'running', 'succeeded', 'failed', 'cancelled']);
+
+export const Operation = z.object({
+  id: z.number().int(),
+  kind: z.string(),
+  model: z.string().nullable(),
+  target: z.string(),
+  state: OperationState,
+  summary: z.string(),
+  error: z.string().nullable(),
+  workflowId: z.string().nullable(),
+  progress: z.record(z.string(), z.unknown()),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  finishedAt: z.string().nullable(),
+});
+export type Operation = z.infer<typeof Operation>;
+
+export const Accepted = z.object({ operation: Operation });
+
+export const OperationsQuery = z.strictObject({
+  model: z.string().optional(),
+  state: OperationState.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+export const IdParam = z.strictObject({ id: z.coerce.number().int().positive() });
+export const NameParam = z.strictObject({ name: z.string().min(1) });
+
+export const Role = z.enum(['admin', 'read-only']);
+export const Token = z.object({
+  id: z.string(),
+  name: z.string(),
+  user: z.string(),
+  role: Role,
+  createdAt: z.string(),
+  revokedAt: z.string().nullable(),
+});
+export const CreateTokenBody = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .max(63)
+    .regex(/^[a-zA-Z0-9._-]+$/, 'letters, digits, dot, underscore and hyphen only'),
+  role: Role.default('read-only'),
+});
+export const CreatedToken = Token.extend({ token: z.string() });
+
+export const Cloud = z.object({ name: z.string(), type: z.string(), endpoint: z.string().nullable() });

@@ -1,0 +1,51 @@
+// The `charmflow` command: an API client (plus `up`, which runs the controller).
+import { Command, CommanderError } from 'commander';
+import { CliError } from './api-client.ts';
+import { registerModels } from './commands/models.ts';
+import { registerOperations } from './commands/operations.ts';
+import { registerStatus } from './commands/status.ts';
+import { registerTokens } from './commands/tokens.ts';
+import { registerUp } from './commands/up.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('charmflow')
+    .description('charmflow: run charms through their whole lifecycle, on durable Temporal workflows')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  program.addHelpText(
+    'after',
+    `
+The CLI talks to the controller's API: on the controller's host it finds it through
+the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOKEN.`,
+  );
+  registerUp(program);
+  registerModels(program);
+  registerStatus(program);
+  registerOperations(program);
+  registerTokens(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version exit 0; usage errors were already printed by commander
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof CliError) {
+      process.stderr.write(`ERROR ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`ERROR ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv);
+// `up` keeps running until a signal; everything else exits with its code.
+if (!process.argv.slice(2).includes('up') || code !== 0) process.exitCode = code;

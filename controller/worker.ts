@@ -1,0 +1,79 @@
+// The Temporal worker: runs the bundled workflows and the activities.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import type { Activities } from '../activities/index.ts';
+
+const workflowsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'workflows');
+
+let runtimeInstalled = false;
+/** Quieter core logs: warnings and errors only. */
+function installRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+}
+
+/**
+ * Bundling the workflows with webpack takes seconds; the bundle only depends on
+ * the workflow sources, so it is cached by their hash and a restart reuses it.
+ */
+export async function workflowBundlePath(cacheDir: string): Promise<string> {
+  const hash = createHash('sha256');
+  for (const f of readdirSync(workflowsDir).sort()) {
+    if (f.endsWith('.ts')) hash.update(f).update(readFileSync(join(workflowsDir, f)));
+  }
+  // activity type imports and shared schema modules can change the bundle too
+  hash.update(readFileSync(join(workflowsDir, '..', 'package-lock.json')));
+  const file = join(cacheDir, `workflows-${hash.digest('hex').slice(0, 16)}.js`);
+  if (existsSync(file)) return file;
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: join(workflowsDir, 'index.ts'),
+    logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error },
+  });
+  mkdirSync(cacheDir, { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, code);
+  renameSync(tmp, file);
+  return file;
+}
+
+export interface WorkerOptions {
+  address: string;
+  namespace: string;
+  taskQueue: string;
+  activities: Activities;
+  cacheDir: string;
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  installRuntime();
+  const codePath = await workflowBundlePath(opts.cacheDir);
+  const connection = await NativeConnection.connect({ address: opts.address });
+  const worker = await Worker.create({
+    connection,
+    namespace: opts.namespace,
+    taskQueue: opts.taskQueue,
+    workflowBundle: { codePath },
+    activities: opts.activities,
+    maxConcurrentActivityTaskExecutions: 200,
+    maxCachedWorkflows: 500,
+    shutdownGraceTime: '2 seconds',
+  });
+  const running = worker.run();
+  return {
+    worker,
+    async stop() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running.catch(() => {});
+      await connection.close();
+    },
+  };
+}

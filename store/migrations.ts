@@ -1,0 +1,216 @@
+// Versioned schema migrations. Append new entries; never edit a released one.
+// One SQL dialect: every statement runs unchanged on PGlite and on Postgres.
+import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+
+const m001 = `
+CREATE TABLE clouds (
+  name text PRIMARY KEY,
+  type text NOT NULL CHECK (type IN ('local', 'manual', 'kubernetes')),
+  endpoint text,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE credentials (
+  cloud text NOT NULL REFERENCES clouds(name) ON DELETE CASCADE,
+  name text NOT NULL,
+  auth_type text NOT NULL,
+  -- secret material, encrypted at rest by the controller's key; never listed by the API
+  attributes jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (cloud, name)
+);
+CREATE TABLE models (
+  uuid text PRIMARY KEY,
+  name text NOT NULL UNIQUE,
+  cloud text NOT NULL REFERENCES clouds(name),
+  life text NOT NULL DEFAULT 'alive' CHECK (life IN ('alive', 'dying', 'dead')),
+  status text NOT NULL DEFAULT 'pending',
+  message text NOT NULL DEFAULT '',
+  config jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE machines (
+  model_uuid text NOT NULL REFERENCES models(uuid) ON DELETE CASCADE,
+  id text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('local', 'ssh', 'pod')),
+  address text NOT NULL DEFAULT '',
+  host text,
+  port integer,
+  ssh_user text,
+  root_dir text NOT NULL DEFAULT '',
+  host_key_fingerprint text,
+  hostname text NOT NULL DEFAULT '',
+  life text NOT NULL DEFAULT 'alive',
+  state text NOT NULL DEFAULT 'pending',
+  message text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model_uuid, id)
+);
+CREATE TABLE charms (
+  name text NOT NULL,
+  revision integer NOT NULL,
+  sha256 text NOT NULL,
+  metadata jsonb NOT NULL,
+  archive bytea NOT NULL,
+  size integer NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, revision),
+  UNIQUE (name, sha256)
+);
+CREATE TABLE applications (
+  model_uuid text NOT NULL REFERENCES models(uuid) ON DELETE CASCADE,
+  name text NOT NULL,
+  charm_name text NOT NULL,
+  charm_revision integer NOT NULL,
+  config jsonb NOT NULL DEFAULT '{}',
+  life text NOT NULL DEFAULT 'alive',
+  status text NOT NULL DEFAULT 'unknown',
+  message text NOT NULL DEFAULT '',
+  workload_version text NOT NULL DEFAULT '',
+  leader_settings jsonb NOT NULL DEFAULT '{}',
+  next_unit integer NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model_uuid, name),
+  FOREIGN KEY (charm_name, charm_revision) REFERENCES charms(name, revision)
+);
+CREATE TABLE units (
+  model_uuid text NOT NULL,
+  name text NOT NULL,
+  application text NOT NULL,
+  number integer NOT NULL,
+  machine_id text,
+  life text NOT NULL DEFAULT 'alive',
+  leader boolean NOT NULL DEFAULT false,
+  workload_status text NOT NULL DEFAULT 'waiting',
+  workload_message text NOT NULL DEFAULT 'waiting for machine',
+  agent_status text NOT NULL DEFAULT 'allocating',
+  agent_message text NOT NULL DEFAULT '',
+  ports jsonb NOT NULL DEFAULT '[]',
+  charm_state jsonb NOT NULL DEFAULT '{}',
+  installed boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model_uuid, name),
+  FOREIGN KEY (model_uuid, application) REFERENCES applications(model_uuid, name) ON DELETE CASCADE
+);
+CREATE TABLE endpoints (
+  model_uuid text NOT NULL,
+  application text NOT NULL,
+  name text NOT NULL,
+  role text NOT NULL CHECK (role IN ('provides', 'requires', 'peer')),
+  interface text NOT NULL,
+  PRIMARY KEY (model_uuid, application, name),
+  FOREIGN KEY (model_uuid, application) REFERENCES applications(model_uuid, name) ON DELETE CASCADE
+);
+CREATE TABLE integrations (
+  model_uuid text NOT NULL REFERENCES models(uuid) ON DELETE CASCADE,
+  id integer NOT NULL,
+  key text NOT NULL,
+  life text NOT NULL DEFAULT 'alive',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model_uuid, id),
+  UNIQUE (model_uuid, key)
+);
+CREATE TABLE integration_endpoints (
+  model_uuid text NOT NULL,
+  integration_id integer NOT NULL,
+  application text NOT NULL,
+  endpoint text NOT NULL,
+  PRIMARY KEY (model_uuid, integration_id, application),
+  FOREIGN KEY (model_uuid, integration_id) REFERENCES integrations(model_uuid, id) ON DELETE CASCADE
+);
+CREATE TABLE relation_data (
+  model_uuid text NOT NULL,
+  integration_id integer NOT NULL,
+  -- a unit name (app/0) or an application name
+  owner text NOT NULL,
+  settings jsonb NOT NULL DEFAULT '{}',
+  PRIMARY KEY (model_uuid, integration_id, owner),
+  FOREIGN KEY (model_uuid, integration_id) REFERENCES integrations(model_uuid, id) ON DELETE CASCADE
+);
+CREATE TABLE status_history (
+  id serial PRIMARY KEY,
+  model_uuid text NOT NULL,
+  entity text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('workload', 'agent', 'application', 'machine', 'model')),
+  status text NOT NULL,
+  message text NOT NULL DEFAULT '',
+  data jsonb,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX status_history_entity ON status_history (model_uuid, entity, id);
+CREATE TABLE log_entries (
+  id serial PRIMARY KEY,
+  model_uuid text NOT NULL,
+  entity text NOT NULL,
+  level text NOT NULL,
+  message text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX log_entries_model ON log_entries (model_uuid, id);
+CREATE TABLE operations (
+  id serial PRIMARY KEY,
+  model_name text,
+  kind text NOT NULL,
+  target text NOT NULL DEFAULT '',
+  state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+  summary text NOT NULL DEFAULT '',
+  error text,
+  workflow_id text,
+  progress jsonb NOT NULL DEFAULT '{}',
+  params jsonb NOT NULL DEFAULT '{}',
+  created_by text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+);
+CREATE INDEX operations_model ON operations (model_name, id);
+CREATE TABLE users (
+  name text PRIMARY KEY,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE tokens (
+  id text PRIMARY KEY,
+  user_name text NOT NULL REFERENCES users(name),
+  name text NOT NULL,
+  role text NOT NULL CHECK (role IN ('admin', 'read-only')),
+  -- sha256 of the token; the token itself is shown once and never stored
+  hash text NOT NULL UNIQUE,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  revoked_at timestamptz
+);
+CREATE TABLE hook_runs (
+  context_id text PRIMARY KEY,
+  model_uuid text NOT NULL,
+  unit text NOT NULL,
+  hook text NOT NULL,
+  exit_code integer,
+  committed boolean NOT NULL DEFAULT false,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+);
+CREATE INDEX hook_runs_unit ON hook_runs (model_uuid, unit);
+`;
+
+// biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
+type AnyDb = Kysely<any>;
+
+// PGlite's extended protocol takes one statement at a time.
+function statements(ddl: string): string[] {
+  return ddl
+    .split(/;\s*\n/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+export const migrations: Record<string, Migration> = {
+  '001_initial': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m001)) await sql.raw(stmt).execute(db);
+    },
+  },
+};
+
+export class StaticMigrationProvider implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations;
+  }
+}

@@ -1,0 +1,219 @@
+// Row types of the model store, as Kysely sees them. Mirrors migrations.ts.
+import type { ColumnType, Generated, JSONColumnType, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T extends object | null> = JSONColumnType<T, string, string>;
+/** A JSON column with a database default: optional on insert. */
+type JsonDef<T extends object | null> = JSONColumnType<T, string | undefined, string>;
+/** A column with a database default: optional on insert. */
+type Def<T> = ColumnType<T, T | undefined, T>;
+
+export type ConfigValue = string | number | boolean;
+
+export interface CloudsTable {
+  name: string;
+  type: 'local' | 'manual' | 'kubernetes';
+  endpoint: string | null;
+  created_at: Timestamp;
+}
+
+export interface CredentialsTable {
+  cloud: string;
+  name: string;
+  auth_type: string;
+  attributes: JsonDef<Record<string, string>>;
+  created_at: Timestamp;
+}
+
+export interface ModelsTable {
+  uuid: string;
+  name: string;
+  cloud: string;
+  life: Def<'alive' | 'dying' | 'dead'>;
+  status: Def<string>;
+  message: Def<string>;
+  config: JsonDef<Record<string, ConfigValue>>;
+  created_at: Timestamp;
+}
+
+export interface MachinesTable {
+  model_uuid: string;
+  id: string;
+  kind: 'local' | 'ssh' | 'pod';
+  address: Def<string>;
+  host: string | null;
+  port: number | null;
+  ssh_user: string | null;
+  root_dir: Def<string>;
+  host_key_fingerprint: string | null;
+  hostname: Def<string>;
+  life: Def<string>;
+  state: Def<string>;
+  message: Def<string>;
+  created_at: Timestamp;
+}
+
+export interface CharmsTable {
+  name: string;
+  revision: number;
+  sha256: string;
+  metadata: Json<Record<string, unknown>>;
+  archive: Buffer;
+  size: number;
+  created_at: Timestamp;
+}
+
+export interface ApplicationsTable {
+  model_uuid: string;
+  name: string;
+  charm_name: string;
+  charm_revision: number;
+  config: JsonDef<Record<string, ConfigValue>>;
+  life: Def<string>;
+  status: Def<string>;
+  message: Def<string>;
+  workload_version: Def<string>;
+  leader_settings: JsonDef<Record<string, string>>;
+  next_unit: Def<number>;
+  created_at: Timestamp;
+}
+
+export interface UnitsTable {
+  model_uuid: string;
+  name: string;
+  application: string;
+  number: number;
+  machine_id: Def<string | null>;
+  life: Def<string>;
+  leader: Def<boolean>;
+  workload_status: Def<string>;
+  workload_message: Def<string>;
+  agent_status: Def<string>;
+  agent_message: Def<string>;
+  ports: JsonDef<string[]>;
+  charm_state: JsonDef<Record<string, string>>;
+  installed: Def<boolean>;
+  created_at: Timestamp;
+}
+
+export interface EndpointsTable {
+  model_uuid: string;
+  application: string;
+  name: string;
+  role: 'provides' | 'requires' | 'peer';
+  interface: string;
+}
+
+export interface IntegrationsTable {
+  model_uuid: string;
+  id: number;
+  key: string;
+  life: Def<string>;
+  created_at: Timestamp;
+}
+
+export interface IntegrationEndpointsTable {
+  model_uuid: string;
+  integration_id: number;
+  application: string;
+  endpoint: string;
+}
+
+export interface RelationDataTable {
+  model_uuid: string;
+  integration_id: number;
+  owner: string;
+  settings: JsonDef<Record<string, string>>;
+}
+
+export interface StatusHistoryTable {
+  id: Generated<number>;
+  model_uuid: string;
+  entity: string;
+  kind: 'workload' | 'agent' | 'application' | 'machine' | 'model';
+  status: string;
+  message: Def<string>;
+  data: JSONColumnType<Record<string, unknown> | null, string | null | undefined, string | null>;
+  at: Timestamp;
+}
+
+export interface LogEntriesTable {
+  id: Generated<number>;
+  model_uuid: string;
+  entity: string;
+  level: string;
+  message: string;
+  at: Timestamp;
+}
+
+export type OperationState = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface OperationsTable {
+  id: Generated<number>;
+  model_name: string | null;
+  kind: string;
+  target: Def<string>;
+  state: Def<OperationState>;
+  summary: Def<string>;
+  error: Def<string | null>;
+  workflow_id: Def<string | null>;
+  progress: JsonDef<Record<string, unknown>>;
+  params: JsonDef<Record<string, unknown>>;
+  created_by: Def<string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface UsersTable {
+  name: string;
+  created_at: Timestamp;
+}
+
+export interface TokensTable {
+  id: string;
+  user_name: string;
+  name: string;
+  role: 'admin' | 'read-only';
+  hash: string;
+  created_at: Timestamp;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface HookRunsTable {
+  context_id: string;
+  model_uuid: string;
+  unit: string;
+  hook: string;
+  exit_code: Def<number | null>;
+  committed: Def<boolean>;
+  started_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface Database {
+  clouds: CloudsTable;
+  credentials: CredentialsTable;
+  models: ModelsTable;
+  machines: MachinesTable;
+  charms: CharmsTable;
+  applications: ApplicationsTable;
+  units: UnitsTable;
+  endpoints: EndpointsTable;
+  integrations: IntegrationsTable;
+  integration_endpoints: IntegrationEndpointsTable;
+  relation_data: RelationDataTable;
+  status_history: StatusHistoryTable;
+  log_entries: LogEntriesTable;
+  operations: OperationsTable;
+  users: UsersTable;
+  tokens: TokensTable;
+  hook_runs: HookRunsTable;
+}
+
+export type ModelRow = Selectable<ModelsTable>;
+export type OperationRow = Selectable<OperationsTable>;
+export type MachineRow = Selectable<MachinesTable>;
+export type ApplicationRow = Selectable<ApplicationsTable>;
+export type UnitRow = Selectable<UnitsTable>;
+export type TokenRow = Selectable<TokensTable>;

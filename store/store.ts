@@ -1,0 +1,65 @@
+// The model store: the single source of truth for desired and observed state.
+// Embedded PGlite by default; real Postgres when a DATABASE_URL is given.
+import { mkdirSync } from 'node:fs';
+import { Kysely, Migrator, PostgresDialect, type Transaction } from 'kysely';
+import pg from 'pg';
+import { StaticMigrationProvider } from './migrations.ts';
+import { PGliteDialect } from './pglite-dialect.ts';
+import type { Database } from './schema.ts';
+
+export type Db = Kysely<Database>;
+export type Tx = Transaction<Database>;
+
+export interface StoreOptions {
+  /** Postgres connection string; when absent the embedded PGlite store is used. */
+  databaseUrl?: string;
+  /** Directory of the embedded store (ignored with databaseUrl). Undefined = in memory. */
+  dataDir?: string;
+}
+
+export interface Store {
+  readonly db: Db;
+  readonly kind: 'pglite' | 'postgres';
+  close(): Promise<void>;
+}
+
+// int8 (count(*), sums) as number rather than string; our values stay far below 2^53.
+pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
+
+export async function openStore(opts: StoreOptions): Promise<Store> {
+  let db: Db;
+  let kind: Store['kind'];
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    kind = 'postgres';
+  } else {
+    const { PGlite } = await import('@electric-sql/pglite');
+    if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
+    const pglite = new PGlite(opts.dataDir);
+    await pglite.waitReady;
+    db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    kind = 'pglite';
+  }
+  await migrate(db);
+  return {
+    db,
+    kind,
+    close: () => db.destroy(),
+  };
+}
+
+export async function migrate(db: Db): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const { error, results } = await migrator.migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    const reason = error instanceof Error ? error.message : String(error ?? failed?.migrationName);
+    throw new Error(`model store migration failed: ${reason}`);
+  }
+}
+
+/** True when a driver error is a unique-constraint violation (Postgres SQLSTATE 23505). */
+export function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}
