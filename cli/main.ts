@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { CliError } from './api-client.ts';
 import { registerModels } from './commands/models.ts';
 import { registerOperations } from './commands/operations.ts';
+import { registerServe } from './commands/serve.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerUp } from './commands/up.ts';
@@ -24,6 +25,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerStatus(program);
   registerOperations(program);
   registerTokens(program);
+  registerServe(program);
   return program;
 }
 
@@ -48,4 +50,5 @@ export async function main(argv: string[]): Promise<number> {
 
 const code = await main(process.argv);
 // `up` keeps running until a signal; everything else exits with its code.
-if (!process.argv.slice(2).includes('up') || code !== 0) process.exitCode = code;
+const longRunning = ['up', 'serve-api', 'worker'];
+if (!process.argv.slice(2).some((a) => longRunning.includes(a)) || code !== 0) process.exitCode = code;

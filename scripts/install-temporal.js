@@ -23,6 +23,10 @@ function onPath() {
 }
 
 function main() {
+  if (process.env.CHARMFLOW_SKIP_TEMPORAL_CLI) {
+    console.log('charmflow: CHARMFLOW_SKIP_TEMPORAL_CLI set; not providing the Temporal CLI (use TEMPORAL_ADDRESS)');
+    return;
+  }
   if (process.env.TEMPORAL_CLI) {
     const v = works(process.env.TEMPORAL_CLI);
     if (!v) fail(`TEMPORAL_CLI=${process.env.TEMPORAL_CLI} does not run ('--version' failed).`);

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../controller/config.ts';
+import { startController } from '../../controller/controller.ts';
+
+/** Separate API and worker processes, for production (see docker-compose.yml). */
+export function registerServe(program: Command): void {
+  const run = async (role: 'api' | 'worker') => {
+    const config = loadConfig();
+    if (!config.temporalAddress || !config.databaseUrl) {
+      process.stderr.write(
+        `ERROR charmflow ${role === 'api' ? 'serve-api' : 'worker'} runs against shared services: set TEMPORAL_ADDRESS and DATABASE_URL (use \`charmflow up\` for the embedded controller)\n`,
+      );
+      process.exit(2);
+    }
+    const handle = await startController(config, {
+      api: role === 'api',
+      worker: role === 'worker',
+      logRequests: role === 'api',
+      onProgress: (m) => process.stderr.write(`charmflow ${role}: ${m}\n`),
+    });
+    process.stdout.write(`charmflow ${role} ready${role === 'api' ? ` at ${handle.apiUrl}` : ''}\n`);
+    const stop = async () => {
+      await handle.stop();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void stop());
+    process.on('SIGTERM', () => void stop());
+  };
+  program
+    .command('serve-api')
+    .description('Run only the API (production: TEMPORAL_ADDRESS and DATABASE_URL required)')
+    .action(() => run('api'));
+  program
+    .command('worker')
+    .description('Run only a worker (production: TEMPORAL_ADDRESS and DATABASE_URL required; run several)')
+    .action(() => run('worker'));
+}
