@@ -1,0 +1,145 @@
+// Machines that are sandbox directories on the controller host (the `local` cloud).
+//
+// Each machine is its rootDir plus its own loopback address (127.0.0.N, chosen by
+// the caller). Commands run as local `sh -c` processes that behave like the SSH
+// substrate's: same environment shape, same starting directory, same stdin and
+// result handling, same kill semantics. The hook runtime cannot tell them apart.
+
+import { spawn } from 'node:child_process';
+import { stat } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput } from './machine-shell.ts';
+import type { ExecRequest, ExecResult, MachineTarget, ProbeResult, Substrate } from './substrate.ts';
+
+export interface LocalSubstrateOptions {
+  /** After a kill, how long to wait for the output pipes to close before answering anyway. Default 2 s. */
+  killGraceMs?: number;
+}
+
+/** What sshd gives a command: a login environment, not the controller's (which holds its secrets). */
+function loginEnvironment(): Record<string, string> {
+  const user = userInfo();
+  const root = process.getuid?.() === 0;
+  return {
+    PATH: root ? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' : '/usr/local/bin:/usr/bin:/bin',
+    HOME: user.homedir,
+    USER: user.username,
+    LOGNAME: user.username,
+    SHELL: user.shell ?? '/bin/sh',
+  };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export class LocalSubstrate implements Substrate {
+  readonly kind = 'local' as const;
+  private readonly killGraceMs: number;
+  private readonly env = loginEnvironment();
+
+  constructor(opts: LocalSubstrateOptions = {}) {
+    this.killGraceMs = opts.killGraceMs ?? 2_000;
+  }
+
+  async probe(target: MachineTarget): Promise<ProbeResult> {
+    const result = await this.exec(target, { command: PROBE_SCRIPT, timeoutMs: 30_000 });
+    if (result.code !== 0) throw new Error(`probe of local machine ${target.key} failed: ${result.stderr.trim()}`);
+    const parsed = parseProbeOutput(result.stdout);
+    return { hostKeyFingerprint: 'local', address: target.address, hostname: parsed.hostname, missing: parsed.missing };
+  }
+
+  /** Starts in target.rootDir when it exists, else in the user's home (as over SSH). */
+  async exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult> {
+    if (req.signal?.aborted) return { code: null, stdout: '', stderr: '' };
+    const cwd = (await isDirectory(target.rootDir)) ? target.rootDir : this.env.HOME;
+    return new Promise<ExecResult>((resolve, reject) => {
+      // detached: its own process group, so a kill reaches everything the command started.
+      const child = spawn('sh', ['-c', req.command], { cwd, env: this.env, detached: true, stdio: 'pipe' });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let code: number | null = null;
+      let failure: unknown;
+      let timer: NodeJS.Timeout | undefined;
+      let graceTimer: NodeJS.Timeout | undefined;
+      let done = false;
+
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        clearTimeout(graceTimer);
+        req.signal?.removeEventListener('abort', kill);
+        if (failure !== undefined) reject(failure);
+        else
+          resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      };
+      const kill = () => {
+        if (child.pid !== undefined) {
+          try {
+            process.kill(-child.pid, 'SIGKILL');
+          } catch {
+            // group already gone
+          }
+        }
+        // Something that left the group may still hold the pipes: answer anyway.
+        graceTimer ??= setTimeout(() => {
+          child.stdout.destroy();
+          child.stderr.destroy();
+          finish();
+        }, this.killGraceMs);
+      };
+      const deliver = (cb: ((chunk: Buffer) => void) | undefined, chunk: Buffer) => {
+        if (!cb || failure !== undefined) return;
+        try {
+          cb(chunk);
+        } catch (e) {
+          failure = e;
+          kill();
+        }
+      };
+
+      child.stdout.on('data', (chunk: Buffer) => {
+        out.push(chunk);
+        deliver(req.onStdout, chunk);
+      });
+      child.stderr.on('data', (chunk: Buffer) => {
+        err.push(chunk);
+        deliver(req.onStderr, chunk);
+      });
+      child.on('exit', (exitCode) => {
+        code = exitCode;
+      });
+      child.on('error', (e) => {
+        failure ??= e;
+        finish();
+      });
+      child.on('close', finish);
+
+      if (req.timeoutMs !== undefined) timer = setTimeout(kill, req.timeoutMs);
+      req.signal?.addEventListener('abort', kill, { once: true });
+      // A command that ignores its stdin closes the pipe early: not an error (as over SSH).
+      child.stdin.on('error', () => {});
+      if (req.stdin !== undefined && req.stdin.length > 0) child.stdin.write(req.stdin);
+      child.stdin.end();
+    });
+  }
+
+  async putFile(target: MachineTarget, path: string, content: string | Buffer, mode = 0o644): Promise<void> {
+    const result = await this.exec(target, { command: atomicWriteCommand(path, mode), stdin: content });
+    if (result.code !== 0) {
+      const why = result.code === null ? 'killed' : `exit ${result.code}`;
+      throw new Error(`putFile ${path} on local machine ${target.key} failed (${why}): ${result.stderr.trim()}`);
+    }
+  }
+
+  async release(_target: MachineTarget): Promise<void> {
+    // Nothing pooled. The sandbox directory belongs to the machine, removed by its owner.
+  }
+
+  async close(): Promise<void> {}
+}
