@@ -1,12 +1,18 @@
 // All activities, built from their dependencies.
 import type { ActivityDeps } from './deps.ts';
+import { createHookActivities } from './hook-activities.ts';
+import { createMachineActivities } from './machine-activities.ts';
 import { createModelActivities } from './model-activities.ts';
 import { createOperationActivities } from './operation-activities.ts';
+import { createUnitActivities } from './unit-activities.ts';
 
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createOperationActivities(deps),
     ...createModelActivities(deps),
+    ...createMachineActivities(deps),
+    ...createHookActivities(deps),
+    ...createUnitActivities(deps),
   };
 }
 

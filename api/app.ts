@@ -13,7 +13,11 @@ import type { Store } from '../store/store.ts';
 import { authPlugin } from './auth-plugin.ts';
 import { ApiError } from './errors.ts';
 import type { TemporalDeps } from './operation-starter.ts';
+import { applicationRoutes } from './routes/applications.ts';
+import { charmRoutes } from './routes/charms.ts';
 import { healthRoutes } from './routes/health.ts';
+import { logRoutes } from './routes/logs.ts';
+import { machineRoutes } from './routes/machines.ts';
 import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
 import { statusRoutes } from './routes/status.ts';
@@ -109,5 +113,9 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(operationRoutes, { prefix: '/v1' });
   await app.register(tokenRoutes, { prefix: '/v1' });
   await app.register(statusRoutes, { prefix: '/v1' });
+  await app.register(charmRoutes, { prefix: '/v1' });
+  await app.register(machineRoutes, { prefix: '/v1' });
+  await app.register(applicationRoutes, { prefix: '/v1' });
+  await app.register(logRoutes, { prefix: '/v1' });
   return app;
 }

@@ -6,12 +6,14 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import { createActivities } from '../activities/index.ts';
+import { closeSubstrates, createSubstrates } from '../activities/substrates/index.ts';
 import { buildApp } from '../api/app.ts';
 import { startOperation } from '../api/operation-starter.ts';
 import { issueToken, verifyToken } from '../api/tokens.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.ts';
 import { type ControllerConfig, paths } from './config.ts';
+import { loadOrCreateControllerKey } from './ssh-identity.ts';
 import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
 import { type RunningWorker, startWorker } from './worker.ts';
 
@@ -118,7 +120,15 @@ export async function startController(config: ControllerConfig, opts: StartOptio
 
     if (opts.worker !== false) {
       say('starting the worker');
-      const activities = createActivities({ store, dataDir: config.dataDir });
+      const substrates = createSubstrates();
+      stack.push(() => closeSubstrates(substrates));
+      const activities = createActivities({
+        store,
+        dataDir: config.dataDir,
+        substrates,
+        controllerKey: loadOrCreateControllerKey(p.controllerKey),
+        localNet: config.localAddressBase,
+      });
       const worker: RunningWorker = await startWorker({
         address: temporalAddress,
         namespace: config.temporalNamespace,

@@ -190,6 +190,26 @@ CREATE TABLE hook_runs (
 CREATE INDEX hook_runs_unit ON hook_runs (model_uuid, unit);
 `;
 
+const m002 = `
+-- loopback addresses of local machines are unique per controller host
+CREATE SEQUENCE local_machine_seq START 10;
+-- the user's key, kept only until the controller's own key is installed on the host
+ALTER TABLE machines ADD COLUMN bootstrap_key text;
+ALTER TABLE machines ADD COLUMN runtime_hash text;
+ALTER TABLE units ADD COLUMN last_hook text NOT NULL DEFAULT '';
+CREATE TABLE model_sequences (
+  model_uuid text NOT NULL REFERENCES models(uuid) ON DELETE CASCADE,
+  name text NOT NULL,
+  value integer NOT NULL,
+  PRIMARY KEY (model_uuid, name)
+);
+`;
+
+const m003 = `
+-- one machine per SSH endpoint and model (local machines have no host)
+CREATE UNIQUE INDEX machines_ssh_endpoint ON machines (model_uuid, host, port);
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -205,6 +225,16 @@ export const migrations: Record<string, Migration> = {
   '001_initial': {
     async up(db: AnyDb) {
       for (const stmt of statements(m001)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '002_machines_and_sequences': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m002)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '003_machine_ssh_endpoint': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m003)) await sql.raw(stmt).execute(db);
     },
   },
 };

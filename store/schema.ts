@@ -50,6 +50,10 @@ export interface MachinesTable {
   life: Def<string>;
   state: Def<string>;
   message: Def<string>;
+  /** The user's private key, deleted once the controller's own key is installed. Never listed. */
+  bootstrap_key: Def<string | null>;
+  /** Hash of the hook runtime installed on the machine, to re-install on change. */
+  runtime_hash: Def<string | null>;
   created_at: Timestamp;
 }
 
@@ -93,6 +97,8 @@ export interface UnitsTable {
   ports: JsonDef<string[]>;
   charm_state: JsonDef<Record<string, string>>;
   installed: Def<boolean>;
+  /** The last hook that ran to completion (or failed). */
+  last_hook: Def<string>;
   created_at: Timestamp;
 }
 
@@ -191,7 +197,14 @@ export interface HookRunsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export interface ModelSequencesTable {
+  model_uuid: string;
+  name: string;
+  value: number;
+}
+
 export interface Database {
+  model_sequences: ModelSequencesTable;
   clouds: CloudsTable;
   credentials: CredentialsTable;
   models: ModelsTable;

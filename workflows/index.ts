@@ -1,2 +1,6 @@
 // Every workflow the worker runs. The worker bundles this file.
+
+export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from './application-workflows.ts';
+export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
+export { unitAgentWorkflow } from './unit-agent.ts';

@@ -1,0 +1,35 @@
+// How to reach a machine, from its row in the model store.
+import type { MachineRow } from '../store/schema.ts';
+import type { ControllerKey } from './deps.ts';
+import type { MachineTarget } from './substrates/substrate.ts';
+
+export function machineTarget(row: MachineRow, key: ControllerKey): MachineTarget {
+  const target: MachineTarget = {
+    key: `${row.model_uuid}/${row.id}`,
+    kind: row.kind === 'ssh' ? 'ssh' : 'local',
+    address: row.address,
+    rootDir: row.root_dir,
+  };
+  if (row.kind === 'ssh') {
+    target.host = row.host ?? row.address;
+    target.port = row.port ?? 22;
+    target.user = row.ssh_user ?? 'root';
+    // until the controller's key is installed, the user's key opens the door
+    target.privateKey = row.bootstrap_key ?? key.privateKey;
+    target.hostKeyFingerprint = row.host_key_fingerprint ?? undefined;
+  }
+  return target;
+}
+
+/** Where a unit's files live on its machine. */
+export function unitPaths(rootDir: string, unit: string) {
+  const [app, n] = unit.split('/');
+  const unitDir = `${rootDir}/units/${app}-${n}`;
+  return {
+    unitDir,
+    charmDir: `${unitDir}/charm`,
+    runtimeDir: `${rootDir}/runtime`,
+    toolsDir: `${rootDir}/runtime/bin`,
+    runner: `${rootDir}/runtime/runner.py`,
+  };
+}

@@ -1,0 +1,86 @@
+// Unit bookkeeping around the hooks: placement, forced removal, application removal.
+import type { UnitRef } from '../workflows/messages.ts';
+import type { ActivityDeps } from './deps.ts';
+import { deleteUnit } from './hook-activities.ts';
+import { machineTarget, unitPaths } from './machine-target.ts';
+import { substrateFor } from './substrates/index.ts';
+import { shellQuote } from './substrates/machine-shell.ts';
+
+export function createUnitActivities(deps: ActivityDeps) {
+  const db = deps.store.db;
+  return {
+    async assignUnitMachine(ref: UnitRef, machineId: string): Promise<void> {
+      await db
+        .updateTable('units')
+        .set({ machine_id: machineId, agent_status: 'allocating', agent_message: '' })
+        .where('model_uuid', '=', ref.modelUuid)
+        .where('name', '=', ref.unit)
+        .execute();
+    },
+
+    /**
+     * `--force`: the unit goes whatever state it or its machine is in. Its files
+     * are removed when the machine answers; the records are removed regardless.
+     */
+    async forceRemoveUnit(ref: UnitRef): Promise<void> {
+      const unit = await db
+        .selectFrom('units')
+        .select(['machine_id'])
+        .where('model_uuid', '=', ref.modelUuid)
+        .where('name', '=', ref.unit)
+        .executeTakeFirst();
+      if (unit?.machine_id) {
+        const machine = await db
+          .selectFrom('machines')
+          .selectAll()
+          .where('model_uuid', '=', ref.modelUuid)
+          .where('id', '=', unit.machine_id)
+          .executeTakeFirst();
+        if (machine) {
+          const target = machineTarget(machine, deps.controllerKey);
+          const paths = unitPaths(machine.root_dir, ref.unit);
+          try {
+            // stop whatever the unit left running in its directory, then remove it
+            await substrateFor(deps.substrates, target).exec(target, {
+              command: `rm -rf ${shellQuote(paths.unitDir)}`,
+              timeoutMs: 15_000,
+            });
+          } catch {
+            // unreachable: --force never waits on the machine
+          }
+        }
+      }
+      await deleteUnit(db, ref);
+    },
+
+    async removeApplicationRecord(modelUuid: string, application: string): Promise<void> {
+      await db.transaction().execute(async (tx) => {
+        const left = await tx
+          .selectFrom('units')
+          .select('name')
+          .where('model_uuid', '=', modelUuid)
+          .where('application', '=', application)
+          .execute();
+        if (left.length > 0) return;
+        await tx
+          .deleteFrom('applications')
+          .where('model_uuid', '=', modelUuid)
+          .where('name', '=', application)
+          .execute();
+        await tx
+          .insertInto('status_history')
+          .values({
+            model_uuid: modelUuid,
+            entity: `application/${application}`,
+            kind: 'application',
+            status: 'removed',
+            message: '',
+            data: null,
+          })
+          .execute();
+      });
+    },
+  };
+}
+
+export type UnitActivities = ReturnType<typeof createUnitActivities>;

@@ -1,0 +1,523 @@
+// Applications and units: deploy, config, remove, resolve.
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import {
+  ConfigValueError,
+  coerceConfigValue,
+  effectiveConfig,
+  validateConfigObject,
+} from '../../charm/config-values.ts';
+import type { CharmMeta, ConfigOptions } from '../../charm/metadata.ts';
+import type { ConfigValue, ModelRow } from '../../store/schema.ts';
+import { type Db, isUniqueViolation } from '../../store/store.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { startOperation, toOperation } from '../operation-starter.ts';
+import { Accepted, ErrorBody } from '../schemas.ts';
+
+// Juju's application name rule.
+export const ApplicationName = z
+  .string()
+  .max(63)
+  .regex(
+    /^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$/,
+    'must be lower-case letters, digits and hyphens, starting with a letter, no part of it all digits',
+  );
+const ConfigInput = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
+
+export const DeployBody = z.strictObject({
+  charm: z.string().min(1),
+  revision: z.number().int().positive().optional(),
+  application: ApplicationName.optional(),
+  numUnits: z.number().int().min(0).max(1000).default(1),
+  to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
+  config: ConfigInput.default({}),
+});
+
+export const ConfigBody = z.strictObject({
+  set: ConfigInput.default({}),
+  reset: z.array(z.string().min(1)).default([]),
+});
+
+const RemoveQuery = z.strictObject({
+  force: z.enum(['true', 'false']).default('false'),
+  timeout: z.coerce.number().int().min(1).max(86_400).default(300),
+});
+
+const ModelParam = z.strictObject({ model: z.string().min(1) });
+const AppParams = z.strictObject({ model: z.string().min(1), app: z.string().min(1) });
+const UnitParams = z.strictObject({
+  model: z.string().min(1),
+  app: z.string().min(1),
+  n: z.coerce.number().int().min(0),
+});
+
+export const ConfigSetting = z.object({
+  type: z.string(),
+  description: z.string().optional(),
+  default: z.union([z.string(), z.number(), z.boolean()]).optional(),
+  value: z.union([z.string(), z.number(), z.boolean()]).optional(),
+  source: z.enum(['default', 'user', 'unset']),
+});
+export const ApplicationConfig = z.object({
+  application: z.string(),
+  charm: z.string(),
+  settings: z.record(z.string(), ConfigSetting),
+});
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+async function aliveModel(db: Db, name: string): Promise<ModelRow> {
+  const model = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
+  if (!model) throw new NotFoundError('model', name);
+  if (model.life !== 'alive') throw new ConflictError(`model "${name}" is being destroyed`);
+  return model;
+}
+
+async function charmMeta(db: Db, name: string, revision: number): Promise<CharmMeta> {
+  const row = await db
+    .selectFrom('charms')
+    .select('metadata')
+    .where('name', '=', name)
+    .where('revision', '=', revision)
+    .executeTakeFirstOrThrow();
+  return row.metadata as unknown as CharmMeta;
+}
+
+/** Typed values for the charm's options; strings from the CLI are coerced. */
+function checkConfig(
+  input: Record<string, ConfigValue>,
+  options: ConfigOptions,
+  field: string,
+): Record<string, ConfigValue> {
+  try {
+    const out: Record<string, ConfigValue> = {};
+    for (const [k, v] of Object.entries(input)) {
+      out[k] = typeof v === 'string' ? coerceConfigValue(k, v, options) : validateConfigObject({ [k]: v }, options)[k];
+    }
+    return out;
+  } catch (err) {
+    if (err instanceof ConfigValueError) {
+      throw new BadRequestError(err.message, [{ field: `${field}.${err.key}`, message: err.message }]);
+    }
+    throw err;
+  }
+}
+
+export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { store, temporal } = app.deps;
+  const db = store.db;
+
+  app.post(
+    '/models/:model/applications',
+    {
+      schema: {
+        summary: 'Deploy a charm as an application (asynchronous)',
+        tags: ['applications'],
+        params: ModelParam,
+        body: DeployBody,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const model = await aliveModel(db, req.params.model);
+      const body = req.body;
+      const charm = await db
+        .selectFrom('charms')
+        .select(['name', 'revision'])
+        .where('name', '=', body.charm)
+        .$if(body.revision !== undefined, (q) => q.where('revision', '=', body.revision!))
+        .orderBy('revision', 'desc')
+        .executeTakeFirst();
+      if (!charm) {
+        throw new NotFoundError('charm', body.revision !== undefined ? `${body.charm}:${body.revision}` : body.charm);
+      }
+      const meta = await charmMeta(db, charm.name, charm.revision);
+      const appName = body.application ?? charm.name;
+      if (!ApplicationName.safeParse(appName).success) {
+        throw new BadRequestError(`invalid application name "${appName}"`, [
+          { field: 'body.application', message: 'not a valid application name' },
+        ]);
+      }
+      const config = checkConfig(body.config, meta.config.options, 'body.config');
+      const numUnits = Math.max(body.numUnits, body.to?.length ?? 0);
+      // placement: --to machines first, then new machines (local cloud) or free machines (manual)
+      const machines = await db.selectFrom('machines').selectAll().where('model_uuid', '=', model.uuid).execute();
+      for (const m of body.to ?? []) {
+        const row = machines.find((x) => x.id === m);
+        if (!row) throw new NotFoundError('machine', m);
+        if (row.state === 'error') throw new ConflictError(`machine ${m} is in error: ${row.message}`);
+      }
+      const placements: (string | null)[] = [];
+      const cloud = await db
+        .selectFrom('clouds')
+        .select('type')
+        .where('name', '=', model.cloud)
+        .executeTakeFirstOrThrow();
+      if (cloud.type !== 'local') {
+        const used = new Set(
+          (await db.selectFrom('units').select('machine_id').where('model_uuid', '=', model.uuid).execute()).map(
+            (u) => u.machine_id,
+          ),
+        );
+        const free = machines.filter((m) => !used.has(m.id) && m.state === 'started' && !body.to?.includes(m.id));
+        for (let i = 0; i < numUnits; i++) {
+          const p = body.to?.[i] ?? free.shift()?.id;
+          if (!p) {
+            throw new BadRequestError(
+              `model "${model.name}" on cloud ${model.cloud} has no free machine for unit ${i + 1}`,
+              [{ field: 'body.to', message: 'add machines with `charmflow add-machine` or place units with --to' }],
+            );
+          }
+          placements.push(p);
+        }
+      } else {
+        for (let i = 0; i < numUnits; i++) placements.push(body.to?.[i] ?? null);
+      }
+      const units = placements.map((machine, i) => ({ unit: `${appName}/${i}`, machine, leader: i === 0 }));
+      try {
+        const op = await startOperation(db, temporal, {
+          kind: 'deploy',
+          model: model.name,
+          target: appName,
+          createdBy: req.principal?.user ?? '',
+          workflow: 'deployWorkflow',
+          summary: `deploy ${charm.name} (rev ${charm.revision}) as ${appName} with ${numUnits} unit(s)`,
+          params: { charm: charm.name, revision: charm.revision, numUnits, to: body.to ?? [] },
+          args: (operationId) => [
+            { operationId, model: model.name, modelUuid: model.uuid, kind: 'deploy', application: appName, units },
+          ],
+          intent: async (tx) => {
+            await tx
+              .insertInto('applications')
+              .values({
+                model_uuid: model.uuid,
+                name: appName,
+                charm_name: charm.name,
+                charm_revision: charm.revision,
+                config: JSON.stringify(config),
+                next_unit: numUnits,
+              })
+              .execute();
+            const endpoints = meta.endpoints.filter((e) => !e.implicit);
+            if (endpoints.length > 0) {
+              await tx
+                .insertInto('endpoints')
+                .values(
+                  endpoints.map((e) => ({
+                    model_uuid: model.uuid,
+                    application: appName,
+                    name: e.name,
+                    role: e.role,
+                    interface: e.interface,
+                  })),
+                )
+                .execute();
+            }
+            if (units.length > 0) {
+              await tx
+                .insertInto('units')
+                .values(
+                  units.map((u, i) => ({
+                    model_uuid: model.uuid,
+                    name: u.unit,
+                    application: appName,
+                    number: i,
+                    machine_id: u.machine,
+                    leader: u.leader,
+                  })),
+                )
+                .execute();
+            }
+          },
+        });
+        return reply.status(202).send({ operation: toOperation(op) });
+      } catch (err) {
+        if (isUniqueViolation(err))
+          throw new ConflictError(`application "${appName}" already exists in model "${model.name}"`);
+        throw err;
+      }
+    },
+  );
+
+  async function loadApp(modelName: string, appName: string) {
+    const model = await db.selectFrom('models').selectAll().where('name', '=', modelName).executeTakeFirst();
+    if (!model) throw new NotFoundError('model', modelName);
+    const row = await db
+      .selectFrom('applications')
+      .selectAll()
+      .where('model_uuid', '=', model.uuid)
+      .where('name', '=', appName)
+      .executeTakeFirst();
+    if (!row) throw new NotFoundError('application', appName);
+    return { model, row };
+  }
+
+  app.get(
+    '/models/:model/applications/:app/config',
+    {
+      schema: {
+        summary: "An application's config: every option with its type, default and value",
+        tags: ['applications'],
+        params: AppParams,
+        response: { 200: ApplicationConfig, ...errors },
+      },
+    },
+    async (req) => {
+      const { row } = await loadApp(req.params.model, req.params.app);
+      const meta = await charmMeta(db, row.charm_name, row.charm_revision);
+      const effective = effectiveConfig(meta.config.options, row.config);
+      const settings: z.infer<typeof ApplicationConfig>['settings'] = {};
+      for (const [k, opt] of Object.entries(meta.config.options)) {
+        const user = Object.hasOwn(row.config, k);
+        const secret = opt.type === 'secret';
+        settings[k] = {
+          type: opt.type,
+          ...(opt.description ? { description: opt.description } : {}),
+          ...(opt.default !== undefined ? { default: opt.default } : {}),
+          // secret values are never shown back
+          ...(effective[k] !== undefined ? { value: secret ? '*****' : effective[k] } : {}),
+          source: user ? 'user' : opt.default !== undefined ? 'default' : 'unset',
+        };
+      }
+      return { application: row.name, charm: row.charm_name, settings };
+    },
+  );
+
+  app.put(
+    '/models/:model/applications/:app/config',
+    {
+      schema: {
+        summary: 'Set or reset config values; runs config-changed on every unit (asynchronous)',
+        tags: ['applications'],
+        params: AppParams,
+        body: ConfigBody,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { model, row } = await loadApp(req.params.model, req.params.app);
+      if (model.life !== 'alive' || row.life !== 'alive')
+        throw new ConflictError(`application "${row.name}" is being removed`);
+      const meta = await charmMeta(db, row.charm_name, row.charm_revision);
+      const set = checkConfig(req.body.set, meta.config.options, 'body.set');
+      for (const k of req.body.reset) {
+        if (!Object.hasOwn(meta.config.options, k)) {
+          throw new BadRequestError(`config option "${k}" is not defined by charm ${row.charm_name}`, [
+            { field: `body.reset.${k}`, message: 'unknown option' },
+          ]);
+        }
+      }
+      const units = (
+        await db
+          .selectFrom('units')
+          .select('name')
+          .where('model_uuid', '=', model.uuid)
+          .where('application', '=', row.name)
+          .where('life', '=', 'alive')
+          .orderBy('number')
+          .execute()
+      ).map((u) => u.name);
+      const changed = [...Object.keys(set), ...req.body.reset.map((k) => `${k} (reset)`)];
+      const op = await startOperation(db, temporal, {
+        kind: 'config',
+        model: model.name,
+        target: row.name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'configWorkflow',
+        summary: `configure ${row.name}: ${changed.join(', ') || 'no change'}`,
+        // values may be secrets: only the keys go into the operation record
+        params: { keys: changed },
+        args: (operationId) => [
+          { operationId, model: model.name, modelUuid: model.uuid, kind: 'config', application: row.name, units },
+        ],
+        intent: async (tx) => {
+          const current = await tx
+            .selectFrom('applications')
+            .select('config')
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', row.name)
+            .forUpdate()
+            .executeTakeFirstOrThrow();
+          const next: Record<string, ConfigValue> = { ...current.config, ...set };
+          for (const k of req.body.reset) delete next[k];
+          await tx
+            .updateTable('applications')
+            .set({ config: JSON.stringify(next) })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', row.name)
+            .execute();
+        },
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+
+  app.delete(
+    '/models/:model/applications/:app',
+    {
+      schema: {
+        summary: 'Remove an application: stop and remove hooks on every unit (asynchronous)',
+        tags: ['applications'],
+        params: AppParams,
+        querystring: RemoveQuery,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { model, row } = await loadApp(req.params.model, req.params.app);
+      const force = req.query.force === 'true';
+      if (row.life !== 'alive' && !force) {
+        throw new ConflictError(`application "${row.name}" is already being removed (use --force to force it)`);
+      }
+      const units = (
+        await db
+          .selectFrom('units')
+          .select('name')
+          .where('model_uuid', '=', model.uuid)
+          .where('application', '=', row.name)
+          .orderBy('number')
+          .execute()
+      ).map((u) => u.name);
+      const op = await startOperation(db, temporal, {
+        kind: 'remove-application',
+        model: model.name,
+        target: row.name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'removeWorkflow',
+        summary: `remove application ${row.name}${force ? ' (forced)' : ''}`,
+        params: { force, timeout: req.query.timeout },
+        args: (operationId) => [
+          {
+            operationId,
+            model: model.name,
+            modelUuid: model.uuid,
+            kind: 'remove-application',
+            application: row.name,
+            units,
+            force,
+            timeoutSeconds: req.query.timeout,
+            removeApplication: true,
+          },
+        ],
+        intent: async (tx) => {
+          await tx
+            .updateTable('applications')
+            .set({ life: 'dying' })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', row.name)
+            .execute();
+          await tx
+            .updateTable('units')
+            .set({ life: 'dying' })
+            .where('model_uuid', '=', model.uuid)
+            .where('application', '=', row.name)
+            .execute();
+        },
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+
+  async function loadUnit(params: z.infer<typeof UnitParams>) {
+    const model = await db.selectFrom('models').selectAll().where('name', '=', params.model).executeTakeFirst();
+    if (!model) throw new NotFoundError('model', params.model);
+    const name = `${params.app}/${params.n}`;
+    const unit = await db
+      .selectFrom('units')
+      .selectAll()
+      .where('model_uuid', '=', model.uuid)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    if (!unit) throw new NotFoundError('unit', name);
+    return { model, unit };
+  }
+
+  app.delete(
+    '/models/:model/units/:app/:n',
+    {
+      schema: {
+        summary: 'Remove a unit: stop then remove hooks, with a timeout; --force always finishes (asynchronous)',
+        tags: ['units'],
+        params: UnitParams,
+        querystring: RemoveQuery,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { model, unit } = await loadUnit(req.params);
+      const force = req.query.force === 'true';
+      if (unit.life !== 'alive' && !force) {
+        throw new ConflictError(`unit "${unit.name}" is already being removed (use --force to force it)`);
+      }
+      const op = await startOperation(db, temporal, {
+        kind: 'remove-unit',
+        model: model.name,
+        target: unit.name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'removeWorkflow',
+        summary: `remove unit ${unit.name}${force ? ' (forced)' : ''}`,
+        params: { force, timeout: req.query.timeout },
+        args: (operationId) => [
+          {
+            operationId,
+            model: model.name,
+            modelUuid: model.uuid,
+            kind: 'remove-unit',
+            application: unit.application,
+            units: [unit.name],
+            force,
+            timeoutSeconds: req.query.timeout,
+            removeApplication: false,
+          },
+        ],
+        intent: async (tx) => {
+          await tx
+            .updateTable('units')
+            .set({ life: 'dying' })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', unit.name)
+            .execute();
+        },
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+
+  app.post(
+    '/models/:model/units/:app/:n/resolve',
+    {
+      schema: {
+        summary: "Retry a unit's failed hook now, or skip it with retry=false (asynchronous)",
+        tags: ['units'],
+        params: UnitParams,
+        body: z.strictObject({ retry: z.boolean().default(true) }),
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { model, unit } = await loadUnit(req.params);
+      if (unit.workload_status !== 'error') throw new ConflictError(`unit "${unit.name}" is not in an error state`);
+      const op = await startOperation(db, temporal, {
+        kind: 'resolve',
+        model: model.name,
+        target: unit.name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'resolveWorkflow',
+        summary: `resolve ${unit.name} (${req.body.retry ? 'retry' : 'skip'} the failed hook)`,
+        params: { retry: req.body.retry },
+        args: (operationId) => [
+          {
+            operationId,
+            model: model.name,
+            modelUuid: model.uuid,
+            kind: 'resolve',
+            application: unit.application,
+            unit: unit.name,
+            retry: req.body.retry,
+          },
+        ],
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+};

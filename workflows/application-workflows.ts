@@ -1,0 +1,279 @@
+// Operations on applications and units: deploy, config, remove, resolve. They
+// provision, enqueue events on the unit agents, and wait for the outcomes,
+// reporting per-unit progress as they go.
+import {
+  ApplicationFailure,
+  condition,
+  getExternalWorkflowHandle,
+  ParentClosePolicy,
+  proxyActivities,
+  setHandler,
+  startChild,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { MachineActivities } from '../activities/machine-activities.ts';
+import type { OperationActivities } from '../activities/operation-activities.ts';
+import type { UnitActivities } from '../activities/unit-activities.ts';
+import {
+  enqueueSignal,
+  resolveSignal,
+  type UnitEvent,
+  type UnitProgress,
+  type UnitRef,
+  unitAgentWorkflowId,
+  unitProgressSignal,
+} from './messages.ts';
+import { type OperationContext, type OperationInput, runOperation } from './operation.ts';
+import { ApplicationKey } from './search-attributes.ts';
+import { unitAgentWorkflow } from './unit-agent.ts';
+
+const units = proxyActivities<UnitActivities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 10 },
+});
+const machines = proxyActivities<MachineActivities>({
+  startToCloseTimeout: '3 minutes',
+  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5 },
+});
+const ops = proxyActivities<OperationActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
+
+export interface ApplicationOperationInput extends OperationInput {
+  modelUuid: string;
+  application: string;
+}
+
+/**
+ * Collects unit agents' progress signals and mirrors them into the operation's
+ * progress, so `charmflow` and the API show live per-unit state.
+ */
+class UnitTracker {
+  readonly state: Record<string, string> = {};
+  readonly errors: Record<string, string> = {};
+  readonly finished = new Set<string>();
+  private dirty = false;
+
+  constructor(
+    private readonly input: ApplicationOperationInput,
+    unitNames: string[],
+    private readonly finalHook: string,
+    initial: string,
+  ) {
+    for (const u of unitNames) this.state[u] = initial;
+    setHandler(unitProgressSignal, (p: UnitProgress) => this.record(p));
+  }
+
+  private record(p: UnitProgress): void {
+    if (!(p.unit in this.state)) return;
+    if (p.outcome === 'error') {
+      this.state[p.unit] = `error: ${p.message ?? `${p.hook} hook failed`}`;
+      this.errors[p.unit] = p.message ?? `${p.hook} hook failed`;
+    } else if (p.outcome === 'removed') {
+      this.state[p.unit] = 'removed';
+      this.finished.add(p.unit);
+    } else {
+      this.state[p.unit] =
+        p.hook === this.finalHook ? 'done' : `${p.hook} ${p.outcome === 'skipped' ? 'skipped' : 'done'}`;
+      if (p.hook === this.finalHook) this.finished.add(p.unit);
+    }
+    this.dirty = true;
+  }
+
+  set(unit: string, state: string): void {
+    this.state[unit] = state;
+    this.dirty = true;
+  }
+
+  /** Waits until every unit finished or one failed, publishing progress meanwhile. */
+  async wait(step: string, timeoutMs?: number): Promise<'done' | 'error' | 'timeout'> {
+    const started = Date.now();
+    const total = Object.keys(this.state).length;
+    while (true) {
+      if (this.dirty) {
+        this.dirty = false;
+        await ops.updateOperation(this.input.operationId, {
+          state: 'running',
+          progress: { step: `${step} (${this.finished.size}/${total} units)`, units: { ...this.state } },
+        });
+      }
+      if (Object.keys(this.errors).length > 0) return 'error';
+      if (this.finished.size >= total) return 'done';
+      const left = timeoutMs === undefined ? undefined : timeoutMs - (Date.now() - started);
+      if (left !== undefined && left <= 0) return 'timeout';
+      if (left === undefined) await condition(() => this.dirty);
+      else await condition(() => this.dirty, left);
+    }
+  }
+
+  errorSummary(): string {
+    return Object.entries(this.errors)
+      .map(([u, m]) => `unit ${u}: ${m}`)
+      .join('; ');
+  }
+}
+
+function refOf(input: ApplicationOperationInput, unit: string): UnitRef {
+  return { model: input.model, modelUuid: input.modelUuid, unit };
+}
+
+async function signalAgent(input: ApplicationOperationInput, unit: string, events: UnitEvent[]): Promise<void> {
+  await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, unit)).signal(enqueueSignal, events);
+}
+
+function tagApplication(input: ApplicationOperationInput): void {
+  upsertSearchAttributes([{ key: ApplicationKey, value: input.application }]);
+}
+
+export interface DeployInput extends ApplicationOperationInput {
+  /** New units, with the machine each goes to (null: a new machine on the model's cloud). */
+  units: { unit: string; machine: string | null; leader: boolean }[];
+}
+
+async function placeUnits(ctx: OperationContext, input: DeployInput, tracker: UnitTracker): Promise<void> {
+  await ctx.step('allocating machines');
+  const placed: string[] = [];
+  for (const u of input.units) {
+    let machine: string;
+    if (u.machine !== null) machine = u.machine;
+    else {
+      machine = await machines.allocateLocalMachine(input.model);
+      await units.assignUnitMachine(refOf(input, u.unit), machine);
+    }
+    tracker.set(u.unit, `machine ${machine}`);
+    placed.push(machine);
+  }
+  const distinct = [...new Set(placed)];
+  await ctx.step(`provisioning ${distinct.length} machine(s)`);
+  await Promise.all(distinct.map((m) => machines.provisionMachine(input.model, m)));
+}
+
+export async function deployWorkflow(input: DeployInput): Promise<void> {
+  tagApplication(input);
+  await runOperation(input, async (ctx) => {
+    const tracker = new UnitTracker(
+      input,
+      input.units.map((u) => u.unit),
+      'start',
+      'waiting for machine',
+    );
+    await placeUnits(ctx, input, tracker);
+    await ctx.step('starting unit agents');
+    const self = workflowInfo().workflowId;
+    for (const u of input.units) {
+      const events: UnitEvent[] = [
+        { hook: 'install', notify: self },
+        { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self },
+        { hook: 'config-changed', notify: self },
+        { hook: 'start', notify: self },
+      ];
+      await startChild(unitAgentWorkflow, {
+        workflowId: unitAgentWorkflowId(input.model, u.unit),
+        args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
+      });
+      tracker.set(u.unit, 'queued install');
+    }
+    const outcome = await tracker.wait('running install, leader, config-changed and start hooks');
+    if (outcome === 'error') {
+      throw ApplicationFailure.nonRetryable(
+        `${tracker.errorSummary()}; the unit agent retries with backoff (see \`charmflow status\`, \`charmflow resolve\`)`,
+        'HookFailed',
+      );
+    }
+  });
+}
+
+export interface UnitsInput extends ApplicationOperationInput {
+  units: string[];
+}
+
+export async function configWorkflow(input: UnitsInput): Promise<void> {
+  tagApplication(input);
+  await runOperation(input, async (ctx) => {
+    const tracker = new UnitTracker(input, input.units, 'config-changed', 'queued config-changed');
+    await ctx.step('running config-changed on every unit');
+    const self = workflowInfo().workflowId;
+    for (const u of input.units) await signalAgent(input, u, [{ hook: 'config-changed', notify: self }]);
+    const outcome = await tracker.wait('running config-changed');
+    if (outcome === 'error') throw ApplicationFailure.nonRetryable(tracker.errorSummary(), 'HookFailed');
+  });
+}
+
+const FORCE_GRACE_SECONDS = 10;
+
+export interface RemoveInput extends UnitsInput {
+  force: boolean;
+  timeoutSeconds: number;
+  /** Remove the application itself once its units are gone. */
+  removeApplication: boolean;
+}
+
+export async function removeWorkflow(input: RemoveInput): Promise<void> {
+  tagApplication(input);
+  await runOperation(input, async (ctx) => {
+    const tracker = new UnitTracker(input, input.units, 'remove', 'queued stop');
+    const self = workflowInfo().workflowId;
+    if (input.units.length > 0) {
+      await ctx.step('running stop and remove hooks');
+      for (const u of input.units) {
+        try {
+          await signalAgent(input, u, [
+            { hook: 'stop', notify: self },
+            { hook: 'remove', notify: self },
+          ]);
+        } catch {
+          // no agent (it never started, or it already ended): nothing to run
+          tracker.set(u, 'no agent');
+          await units.forceRemoveUnit(refOf(input, u));
+          tracker.finished.add(u);
+        }
+      }
+      // --force gives the hooks a short grace, then removes the units regardless
+      const waitSeconds = input.force ? Math.min(input.timeoutSeconds, FORCE_GRACE_SECONDS) : input.timeoutSeconds;
+      const outcome = await tracker.wait('removing units', waitSeconds * 1000);
+      const stuck = input.units.filter((u) => !tracker.finished.has(u));
+      if (stuck.length > 0) {
+        if (!input.force) {
+          const why = outcome === 'error' ? tracker.errorSummary() : `not removed within ${input.timeoutSeconds}s`;
+          throw ApplicationFailure.nonRetryable(
+            `${stuck.join(', ')}: ${why}; the units stay dying (run again with --force to remove them anyway)`,
+            'RemoveFailed',
+          );
+        }
+        await ctx.step(`forcing removal of ${stuck.join(', ')}`);
+        for (const u of stuck) {
+          try {
+            await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, u)).cancel();
+          } catch {
+            // already ended
+          }
+          await units.forceRemoveUnit(refOf(input, u));
+          tracker.set(u, 'removed (forced)');
+        }
+      }
+    }
+    if (input.removeApplication) {
+      await ctx.step(`removing application ${input.application}`);
+      await units.removeApplicationRecord(input.modelUuid, input.application);
+    }
+  });
+}
+
+export interface ResolveInput extends ApplicationOperationInput {
+  unit: string;
+  retry: boolean;
+}
+
+export async function resolveWorkflow(input: ResolveInput): Promise<void> {
+  tagApplication(input);
+  await runOperation(input, async (ctx) => {
+    await ctx.step(`${input.retry ? 'retrying' : 'skipping'} the failed hook of ${input.unit}`);
+    await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, input.unit)).signal(resolveSignal, {
+      retry: input.retry,
+    });
+  });
+}

@@ -1,0 +1,51 @@
+// Signals, queries and shapes shared by the unit agent, the operations that drive
+// it, and the clients that watch it.
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+
+/** Which unit, in which model. */
+export interface UnitRef {
+  model: string;
+  modelUuid: string;
+  unit: string;
+}
+
+/** One event for a unit's hook queue. */
+export interface UnitEvent {
+  hook: string;
+  /** Workflow id of the operation to tell when this event is done (or failed). */
+  notify?: string;
+  relationId?: number;
+  remoteUnit?: string;
+  remoteApp?: string;
+  departingUnit?: string;
+}
+
+export interface ResolveRequest {
+  /** true: run the failed hook again now; false: skip it. */
+  retry: boolean;
+}
+
+export interface UnitProgress {
+  unit: string;
+  hook: string;
+  outcome: 'ok' | 'skipped' | 'error' | 'removed';
+  message?: string;
+}
+
+export interface UnitAgentView {
+  unit: string;
+  current: string | null;
+  queue: string[];
+  failure: { hook: string; attempts: number; message: string } | null;
+  dying: boolean;
+}
+
+export const enqueueSignal = defineSignal<[UnitEvent[]]>('enqueue');
+export const resolveSignal = defineSignal<[ResolveRequest]>('resolve');
+/** Sent by unit agents to the operation that asked for an event. */
+export const unitProgressSignal = defineSignal<[UnitProgress]>('unitProgress');
+export const unitAgentQuery = defineQuery<UnitAgentView>('unitAgent');
+
+export function unitAgentWorkflowId(model: string, unit: string): string {
+  return `unit:${model}:${unit}`;
+}

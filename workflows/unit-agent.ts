@@ -1,0 +1,203 @@
+// The unit agent: one long-lived workflow per unit, the durable equivalent of
+// Juju's uniter. It owns the unit's event queue and runs hooks strictly one at a
+// time; a failed hook puts the unit in error and is retried with backoff (5 s
+// doubling to 5 min) until it succeeds or is resolved.
+import {
+  ActivityFailure,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { HookActivities, HookOutcome } from '../activities/hook-activities.ts';
+import {
+  enqueueSignal,
+  type ResolveRequest,
+  resolveSignal,
+  type UnitAgentView,
+  type UnitEvent,
+  type UnitProgress,
+  type UnitRef,
+  unitAgentQuery,
+  unitProgressSignal,
+} from './messages.ts';
+import { ApplicationKey, ModelKey } from './search-attributes.ts';
+
+export interface UnitAgentState {
+  ref: UnitRef;
+  queue: UnitEvent[];
+  /** Count of hook executions, for stable context ids across retries of one execution. */
+  seq: number;
+  prepared: boolean;
+  failure?: { event: UnitEvent; attempts: number; message: string };
+}
+
+const RETRY_BASE_MS = 5_000;
+const RETRY_MAX_MS = 5 * 60_000;
+const UPDATE_STATUS_MS = 5 * 60_000;
+
+const HOOK_ACTIVITY = {
+  // the hook has its own timeout on the machine; this bounds a lost exec
+  startToCloseTimeout: '65 minutes',
+  // a dead worker is noticed this fast; the retry re-attaches to the running hook
+  heartbeatTimeout: '15 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 12 },
+} as const;
+
+const hooks = proxyActivities<HookActivities>(HOOK_ACTIVITY);
+
+const quick = proxyActivities<HookActivities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 12 },
+});
+
+/** Juju coalesces: one pending config-changed, one relation-changed per remote unit, etc. */
+export function enqueueCoalescing(queue: UnitEvent[], ev: UnitEvent, running: UnitEvent | null): void {
+  const same = (q: UnitEvent) =>
+    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && q !== running;
+  const coalescible =
+    ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm'].includes(ev.hook) ||
+    ev.hook.endsWith('-relation-changed');
+  if (coalescible) {
+    const existing = queue.find(same);
+    if (existing) {
+      // keep the earlier slot, but make sure the new requester is told too
+      if (ev.notify && existing.notify !== ev.notify) queue.push(ev);
+      return;
+    }
+  }
+  if (ev.hook === 'update-status' && queue.length > 0) return;
+  queue.push(ev);
+}
+
+export function retryDelayMs(attempts: number): number {
+  return Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempts - 1), RETRY_MAX_MS);
+}
+
+function contextId(state: UnitAgentState): string {
+  const [app, n] = state.ref.unit.split('/');
+  return `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${state.seq}`;
+}
+
+async function notify(ev: UnitEvent, progress: UnitProgress): Promise<void> {
+  if (!ev.notify) return;
+  try {
+    await getExternalWorkflowHandle(ev.notify).signal(unitProgressSignal, progress);
+  } catch {
+    // the operation already ended; nobody is waiting
+  }
+}
+
+export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
+  const { ref } = state;
+  const app = ref.unit.split('/')[0];
+  upsertSearchAttributes([
+    { key: ModelKey, value: ref.model },
+    { key: ApplicationKey, value: app },
+  ]);
+  let running: UnitEvent | null = null;
+  let resolveRequest: ResolveRequest | null = null;
+
+  setHandler(enqueueSignal, (events) => {
+    for (const ev of events) enqueueCoalescing(state.queue, ev, running);
+  });
+  setHandler(resolveSignal, (r) => {
+    resolveRequest = r;
+  });
+  setHandler(
+    unitAgentQuery,
+    (): UnitAgentView => ({
+      unit: ref.unit,
+      current: running?.hook ?? null,
+      queue: state.queue.map((e) => e.hook),
+      failure: state.failure
+        ? { hook: state.failure.event.hook, attempts: state.failure.attempts, message: state.failure.message }
+        : null,
+      dying: state.queue.some((e) => e.hook === 'remove'),
+    }),
+  );
+
+  if (!state.prepared) {
+    setCurrentDetails(`${ref.unit}: deploying the charm to its machine`);
+    await quick.prepareUnit(ref);
+    state.prepared = true;
+  }
+
+  while (true) {
+    if (state.queue.length === 0) {
+      setCurrentDetails(`${ref.unit}: idle`);
+      const woke = await condition(() => state.queue.length > 0, UPDATE_STATUS_MS);
+      if (!woke) state.queue.push({ hook: 'update-status' });
+    }
+    const info = workflowInfo();
+    if (info.continueAsNewSuggested || info.historyLength > 5_000) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof unitAgentWorkflow>(state);
+    }
+
+    const ev = state.queue[0];
+    running = ev;
+    setCurrentDetails(
+      `${ref.unit}: running ${ev.hook} hook` + (state.failure ? ` (attempt ${state.failure.attempts + 1})` : ''),
+    );
+    let outcome: HookOutcome;
+    try {
+      outcome = await hooks.runHook.executeWithOptions({ ...HOOK_ACTIVITY, summary: `${ev.hook} on ${ref.unit}` }, [
+        ref,
+        ev,
+        contextId(state),
+      ]);
+    } catch (err) {
+      // the machine could not run the hook at all (unreachable, host key changed):
+      // the unit goes into error like a failed hook, and is retried the same way
+      const message = err instanceof ActivityFailure && err.cause ? err.cause.message : String(err);
+      outcome = { ok: false, skipped: false, gone: false, message: `cannot run ${ev.hook} hook: ${message}` };
+      await quick.markHookFailed(ref, ev.hook, outcome.message);
+    }
+    running = null;
+    state.seq++;
+
+    if (outcome.gone) {
+      // the unit was removed by force underneath us
+      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
+      return;
+    }
+    if (outcome.ok) {
+      state.queue.shift();
+      state.failure = undefined;
+      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
+      if (ev.hook === 'remove') {
+        await quick.finishUnitRemoval(ref);
+        // tell every other waiter (queued after remove) that the unit is gone
+        for (const rest of state.queue) await notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });
+        return;
+      }
+      continue;
+    }
+
+    const attempts = (state.failure?.attempts ?? 0) + 1;
+    state.failure = { event: ev, attempts, message: outcome.message };
+    if (attempts === 1) await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'error', message: outcome.message });
+    const delay = retryDelayMs(attempts);
+    setCurrentDetails(`${ref.unit}: ${ev.hook} hook failed; retrying in ${Math.round(delay / 1000)}s or on resolve`);
+    resolveRequest = null;
+    await condition(() => resolveRequest !== null, delay);
+    const request: ResolveRequest | null = resolveRequest;
+    resolveRequest = null;
+    if (request !== null && !(request as ResolveRequest).retry) {
+      state.queue.shift();
+      state.failure = undefined;
+      await quick.markHookSkipped(ref, ev.hook);
+      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'skipped' });
+      if (ev.hook === 'remove') {
+        await quick.finishUnitRemoval(ref);
+        return;
+      }
+    }
+  }
+}
