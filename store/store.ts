@@ -36,7 +36,14 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
     if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
-    const pglite = new PGlite(opts.dataDir);
+    // Postgres' defaults (128 MB of shared buffers) are sized for a server, not an
+    // embedded store; these keep the controller's memory small.
+    const pglite = new PGlite(opts.dataDir, {
+      startParams: [
+        ...PGlite.defaultStartParams,
+        ...['-c', 'shared_buffers=16MB', '-c', 'work_mem=2MB', '-c', 'temp_buffers=2MB', '-c', 'wal_buffers=1MB'],
+      ],
+    });
     await pglite.waitReady;
     db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     kind = 'pglite';
