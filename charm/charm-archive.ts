@@ -88,7 +88,9 @@ export async function readCharmDir(dir: string): Promise<CharmFile[]> {
 }
 
 /** Read a `.charm` (zip). Unix modes come from the external attributes; S_IFLNK entries are symlinks. */
-export async function readCharmZip(buffer: Buffer): Promise<CharmFile[]> {
+export async function readCharmZip(bytes: Uint8Array): Promise<CharmFile[]> {
+  // database drivers hand bytea back as a plain Uint8Array; yauzl needs a Buffer
+  const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let zip: yauzl.ZipFile;
   try {
     zip = await yauzl.fromBufferPromise(buffer, { strictFileNames: false, validateEntrySizes: true });
