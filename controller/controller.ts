@@ -151,12 +151,12 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       const address = await app.listen({ host: config.apiHost, port: config.apiPort });
       apiUrl = address.replace('[::1]', 'localhost');
     }
-    writeFileSync(
-      p.controllerJson,
-      JSON.stringify({ url: apiUrl, uuid: randomUUID(), temporal: temporalAddress }, null, 2),
-    );
+    // only the process that serves the API tells local CLIs where it is
+    if (opts.api !== false) {
+      writeFileSync(p.controllerJson, JSON.stringify({ url: apiUrl, temporal: temporalAddress }, null, 2));
+    }
 
-    if (firstStart) {
+    if (firstStart && opts.api !== false) {
       const existing = await store.db
         .selectFrom('models')
         .select('name')

@@ -15,12 +15,19 @@ export interface TestController extends ControllerHandle {
   waitOperation(id: number, timeoutMs?: number): Promise<any>;
 }
 
-export async function startTestController(
-  opts: { databaseUrl?: string; dataDir?: string } = {},
-): Promise<TestController> {
+export interface TestControllerOptions {
+  databaseUrl?: string;
+  dataDir?: string;
+  /** Run the worker in this process (default); false to run workers as separate processes. */
+  worker?: boolean;
+}
+
+export async function startTestController(opts: TestControllerOptions = {}): Promise<TestController> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'charmflow-test-'));
   const config = loadConfig({
     dataDir,
+    // a loopback range of its own, apart from a developer's controller
+    localAddressBase: 100 + (process.pid % 100),
     apiHost: '127.0.0.1',
     apiPort: await freePort(),
     temporalPort: await freePort(),
@@ -29,7 +36,7 @@ export async function startTestController(
     databaseUrl: opts.databaseUrl,
     taskQueue: `charmflow-test-${process.pid}`,
   });
-  const handle = await startController(config, { headless: true });
+  const handle = await startController(config, { headless: true, worker: opts.worker });
   const api: TestController['api'] = async (method, path, body, token = handle.adminToken) => {
     const res = await fetch(`${handle.apiUrl}${path}`, {
       method,
