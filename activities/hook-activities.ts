@@ -21,7 +21,7 @@ import type { ActivityDeps } from './deps.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
-import type { MachineTarget } from './substrates/substrate.ts';
+import { HostKeyMismatchError, type MachineTarget, MachineUnreachableError } from './substrates/substrate.ts';
 import { appendLogs, type LogLine, setAgentStatus, setApplicationStatus, setWorkloadStatus } from './unit-status.ts';
 
 export interface HookOutcome {
@@ -258,6 +258,52 @@ export function createHookActivities(deps: ActivityDeps) {
     return machineTarget(machine, deps.controllerKey);
   }
 
+  /**
+   * A machine whose host key changed is refused: it goes into error and nothing
+   * retries it. An unreachable one is marked too, but retried: it may come back.
+   */
+  async function guardMachine<T>(machine: MachineRow, fn: () => Promise<T>): Promise<T> {
+    try {
+      const out = await fn();
+      if (machine.state === 'error' && machine.message.startsWith('cannot reach')) {
+        await setMachineState(machine, 'started', '');
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof HostKeyMismatchError) {
+        await setMachineState(machine, 'error', err.message);
+        throw ApplicationFailure.nonRetryable(err.message, 'HostKeyMismatch');
+      }
+      if (err instanceof MachineUnreachableError) {
+        await setMachineState(machine, 'error', err.message);
+        throw ApplicationFailure.retryable(err.message, 'MachineUnreachable');
+      }
+      throw err;
+    }
+  }
+
+  async function setMachineState(machine: MachineRow, state: string, message: string): Promise<void> {
+    await db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('machines')
+        .set({ state, message })
+        .where('model_uuid', '=', machine.model_uuid)
+        .where('id', '=', machine.id)
+        .execute();
+      await tx
+        .insertInto('status_history')
+        .values({
+          model_uuid: machine.model_uuid,
+          entity: `machine/${machine.id}`,
+          kind: 'machine',
+          status: state,
+          message,
+          data: null,
+        })
+        .execute();
+    });
+  }
+
   /** Executes the runner and streams its events into the store while the hook runs. */
   async function execRunner(world: UnitWorld, ctx: HookContext): Promise<HookResult> {
     const target = await targetFor(world.machine);
@@ -334,15 +380,17 @@ export function createHookActivities(deps: ActivityDeps) {
     let stderr = '';
     let exec: Awaited<ReturnType<typeof substrate.exec>>;
     try {
-      exec = await substrate.exec(target, {
-        command: `python3 -S ${shellQuote(paths.runner)}`,
-        stdin: JSON.stringify(ctx),
-        onStdout: (chunk) => splitter.push(chunk, handle),
-        onStderr: (chunk) => {
-          stderr += chunk.toString('utf8');
-        },
-        signal: activity.cancellationSignal,
-      });
+      exec = await guardMachine(world.machine, () =>
+        substrate.exec(target, {
+          command: `python3 -S ${shellQuote(paths.runner)}`,
+          stdin: JSON.stringify(ctx),
+          onStdout: (chunk) => splitter.push(chunk, handle),
+          onStderr: (chunk) => {
+            stderr += chunk.toString('utf8');
+          },
+          signal: activity.cancellationSignal,
+        }),
+      );
     } finally {
       clearInterval(timer);
       flushLogs();
@@ -374,11 +422,13 @@ export function createHookActivities(deps: ActivityDeps) {
       const files = await readCharmZip(charm.archive);
       const target = await targetFor(world.machine);
       const paths = unitPaths(world.machine.root_dir, ref.unit);
-      const res = await substrateFor(deps.substrates, target).exec(target, {
-        command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
-        stdin: charmTarball(files),
-        timeoutMs: 120_000,
-      });
+      const res = await guardMachine(world.machine, () =>
+        substrateFor(deps.substrates, target).exec(target, {
+          command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
+          stdin: charmTarball(files),
+          timeoutMs: 120_000,
+        }),
+      );
       if (res.code !== 0)
         throw new Error(`cannot unpack the charm on machine ${world.machine.id}: ${res.stderr.trim()}`);
       await setAgentStatus(db, ref.modelUuid, ref.unit, 'idle', '');

@@ -122,12 +122,6 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     }),
   );
 
-  if (!state.prepared) {
-    setCurrentDetails(`${ref.unit}: deploying the charm to its machine`);
-    await quick.prepareUnit(ref);
-    state.prepared = true;
-  }
-
   while (true) {
     if (state.queue.length === 0) {
       setCurrentDetails(`${ref.unit}: idle`);
@@ -147,6 +141,13 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     );
     let outcome: HookOutcome;
     try {
+      if (!state.prepared) {
+        // the charm goes to the machine before the first hook; a failure here is
+        // handled like a failed hook (error, backoff, resolve)
+        setCurrentDetails(`${ref.unit}: deploying the charm to its machine`);
+        await quick.prepareUnit(ref);
+        state.prepared = true;
+      }
       outcome = await hooks.runHook.executeWithOptions({ ...HOOK_ACTIVITY, summary: `${ev.hook} on ${ref.unit}` }, [
         ref,
         ev,
