@@ -1,8 +1,10 @@
 // The `charmflow` command: an API client (plus `up`, which runs the controller).
 import { Command, CommanderError } from 'commander';
 import { CliError } from './api-client.ts';
-import { registerLogs } from './commands/logs.ts';
 import { registerApplications } from './commands/applications.ts';
+import { registerCharms } from './commands/charms.ts';
+import { registerLogs } from './commands/logs.ts';
+import { registerMachines } from './commands/machines.ts';
 import { registerModels } from './commands/models.ts';
 import { registerOperations } from './commands/operations.ts';
 import { registerServe } from './commands/serve.ts';
@@ -25,6 +27,8 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerUp(program);
   registerModels(program);
   registerStatus(program);
+  registerCharms(program);
+  registerMachines(program);
   registerApplications(program);
   registerLogs(program);
   registerOperations(program);

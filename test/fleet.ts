@@ -387,7 +387,8 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
           'PubkeyAuthentication yes',
           'PasswordAuthentication no',
           'KbdInteractiveAuthentication no',
-          `AuthorizedKeysFile ${clientKeyPath}.pub`,
+          // the fleet's client key, plus keys installed on the host as on any server (the controller's)
+          `AuthorizedKeysFile ${clientKeyPath}.pub .ssh/authorized_keys`,
           'StrictModes no',
           'UsePAM no',
           'UseDNS no',

@@ -1,0 +1,417 @@
+// Machines: allocate local sandboxes, provision SSH hosts (pin the host key, install
+// the controller's key and the hook runtime), remove them. Every activity can run
+// twice: each step looks at what is already there before doing it.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ApplicationFailure } from '@temporalio/activity';
+import { sql } from 'kysely';
+import type { MachineRow } from '../store/schema.ts';
+import { nextModelSequence } from '../store/sequences.ts';
+import type { Db } from '../store/store.ts';
+import type { ActivityDeps } from './deps.ts';
+import { machineTarget } from './machine-target.ts';
+import { RUNTIME_COMMANDS, shellQuote } from './substrates/machine-shell.ts';
+import {
+  HostKeyMismatchError,
+  type MachineTarget,
+  MachineUnreachableError,
+  type Substrate,
+} from './substrates/substrate.ts';
+
+/** Where charmflow keeps its files on an SSH host, by login user. */
+export const ROOT_USER_DIR = '/var/lib/charmflow';
+const NON_ROOT_DIR = '.local/share/charmflow';
+
+const RUNTIME_SOURCE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'charm', 'runtime');
+const RUNTIME_FILES = ['runner.py', 'hook_tool.py'] as const;
+
+interface RuntimeBundle {
+  files: { name: string; data: Buffer }[];
+  /** sha256 over both files: what `machines.runtime_hash` records. */
+  hash: string;
+}
+
+let runtimeBundle: RuntimeBundle | undefined;
+/** The machine-side hook runtime as shipped with this controller. */
+export function hookRuntime(): RuntimeBundle {
+  if (!runtimeBundle) {
+    const h = createHash('sha256');
+    const files = RUNTIME_FILES.map((name) => {
+      const data = readFileSync(join(RUNTIME_SOURCE, name));
+      h.update(`${name}\0${data.length}\0`).update(data);
+      return { name, data };
+    });
+    runtimeBundle = { files, hash: h.digest('hex') };
+  }
+  return runtimeBundle;
+}
+
+/** The machine's row as a target for its substrate; throws when the machine is unknown. */
+export async function loadMachineTarget(deps: ActivityDeps, modelUuid: string, id: string): Promise<MachineTarget> {
+  const row = await deps.store.db
+    .selectFrom('machines')
+    .selectAll()
+    .where('model_uuid', '=', modelUuid)
+    .where('id', '=', id)
+    .executeTakeFirst();
+  if (!row) throw ApplicationFailure.nonRetryable(`machine ${id} not found`, 'NotFound');
+  return machineTarget(row, deps.controllerKey);
+}
+
+/** `127.<net>.<hi>.<lo>` for the n-th local machine; undefined for the network and broadcast ends. */
+export function localAddress(localNet: number, n: number): string | undefined {
+  const lo = n % 256;
+  const hi = Math.floor(n / 256) % 256;
+  if (lo === 0 || lo === 255) return undefined;
+  return `127.${localNet}.${hi}.${lo}`;
+}
+
+/** The key's type and blob (`ssh-ed25519 AAAA...`), which identify it whatever its comment. */
+function keyIdentity(publicKey: string): string {
+  return publicKey.trim().split(/\s+/).slice(0, 2).join(' ');
+}
+
+/** Appends the key to the login user's authorized_keys unless it is there already. */
+export function authorizeKeyCommand(publicKey: string): string {
+  const file = '"$HOME/.ssh/authorized_keys"';
+  return [
+    'set -e',
+    'umask 077',
+    'mkdir -p "$HOME/.ssh"',
+    `touch ${file}`,
+    `if grep -qF ${shellQuote(keyIdentity(publicKey))} ${file}; then exit 0; fi`,
+    // A last line without its newline would swallow ours.
+    `if [ -s ${file} ] && [ -n "$(tail -c 1 ${file})" ]; then echo >> ${file}; fi`,
+    `printf '%s\\n' ${shellQuote(publicKey.trim())} >> ${file}`,
+  ].join('\n');
+}
+
+type FailureType = 'HostKeyMismatch' | 'MachineUnreachable';
+
+function substrateError(err: unknown): { message: string; type: FailureType } | undefined {
+  if (err instanceof HostKeyMismatchError || err instanceof MachineUnreachableError) {
+    return { message: err.message, type: err.type };
+  }
+  return undefined;
+}
+
+export function createMachineActivities(deps: ActivityDeps) {
+  const { store, substrates, controllerKey, dataDir, localNet } = deps;
+  const db = store.db;
+
+  async function modelByName(name: string) {
+    const model = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!model) throw ApplicationFailure.nonRetryable(`model "${name}" not found`, 'NotFound');
+    return model;
+  }
+
+  async function machineRow(modelUuid: string, id: string): Promise<MachineRow | undefined> {
+    return db
+      .selectFrom('machines')
+      .selectAll()
+      .where('model_uuid', '=', modelUuid)
+      .where('id', '=', id)
+      .executeTakeFirst();
+  }
+
+  function substrateOf(target: MachineTarget): Substrate {
+    return substrates[target.kind];
+  }
+
+  /** Record a state (and its history entry) unless the machine is in it already. */
+  async function setState(
+    d: Db,
+    row: MachineRow,
+    state: string,
+    message: string,
+    extra: { bootstrap_key?: null } = {},
+  ): Promise<void> {
+    await d.transaction().execute(async (tx) => {
+      const res = await tx
+        .updateTable('machines')
+        .set({ state, message, ...extra })
+        .where('model_uuid', '=', row.model_uuid)
+        .where('id', '=', row.id)
+        .where((eb) => eb.or([eb('state', '!=', state), eb('message', '!=', message)]))
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) {
+        if (extra.bootstrap_key === null) {
+          await tx
+            .updateTable('machines')
+            .set({ bootstrap_key: null })
+            .where('model_uuid', '=', row.model_uuid)
+            .where('id', '=', row.id)
+            .execute();
+        }
+        return;
+      }
+      await tx
+        .insertInto('status_history')
+        .values({
+          model_uuid: row.model_uuid,
+          entity: `machine/${row.id}`,
+          kind: 'machine',
+          status: state,
+          message,
+          data: null,
+        })
+        .execute();
+    });
+  }
+
+  /**
+   * The machine is beyond what a retry can fix: record why (the user's key goes
+   * too: the machine will be removed and added again, not retried) and stop.
+   */
+  async function fail(row: MachineRow, message: string, type: string): Promise<never> {
+    await setState(db, row, 'error', message, { bootstrap_key: null });
+    throw ApplicationFailure.nonRetryable(message, type);
+  }
+
+  async function run(target: MachineTarget, command: string, what: string): Promise<string> {
+    const res = await substrateOf(target).exec(target, { command, timeoutMs: 60_000 });
+    if (res.code !== 0) {
+      const why = res.code === null ? 'killed' : `exit ${res.code}`;
+      throw new Error(`${what} failed on machine ${target.key} (${why}): ${res.stderr.trim()}`);
+    }
+    return res.stdout;
+  }
+
+  /** SSH only: make the controller's key open the door, then forget the user's. */
+  async function installControllerKey(row: MachineRow): Promise<MachineRow> {
+    const withUserKey = machineTarget(row, controllerKey);
+    const res = await substrates.ssh.exec(withUserKey, {
+      command: authorizeKeyCommand(controllerKey.publicKey),
+      timeoutMs: 60_000,
+    });
+    if (res.code !== 0) {
+      return fail(
+        row,
+        `cannot install the controller's key in ~/.ssh/authorized_keys of ${row.ssh_user}@${row.host}: ${res.stderr.trim() || `exit ${res.code}`}`,
+        'KeyInstallFailed',
+      );
+    }
+    // Only once the controller's own key is known to work may the user's go.
+    const withControllerKey = machineTarget({ ...row, bootstrap_key: null }, controllerKey);
+    try {
+      await run(withControllerKey, 'true', 'logging in with the controller key');
+    } catch (err) {
+      if (err instanceof MachineUnreachableError && /authentication failed/.test(err.message)) {
+        return fail(
+          row,
+          `${row.ssh_user}@${row.host} does not accept the controller's key after it was added to ~/.ssh/authorized_keys (does sshd read that file?)`,
+          'KeyInstallFailed',
+        );
+      }
+      throw err;
+    }
+    await db
+      .updateTable('machines')
+      .set({ bootstrap_key: null })
+      .where('model_uuid', '=', row.model_uuid)
+      .where('id', '=', row.id)
+      .execute();
+    return { ...row, bootstrap_key: null };
+  }
+
+  async function chooseRootDir(row: MachineRow): Promise<MachineRow> {
+    if (row.root_dir) return row;
+    let rootDir = ROOT_USER_DIR;
+    if ((row.ssh_user ?? 'root') !== 'root') {
+      const home = (await run(machineTarget(row, controllerKey), 'printf %s "$HOME"', 'reading $HOME')).trim();
+      if (!home.startsWith('/'))
+        return fail(row, `the login user's $HOME is not an absolute path ("${home}")`, 'BadHome');
+      rootDir = `${home.replace(/\/+$/, '')}/${NON_ROOT_DIR}`;
+    }
+    await db
+      .updateTable('machines')
+      .set({ root_dir: rootDir })
+      .where('model_uuid', '=', row.model_uuid)
+      .where('id', '=', row.id)
+      .execute();
+    return { ...row, root_dir: rootDir };
+  }
+
+  /** units/ and runtime/ under the root; the runtime uploaded unless the machine has this very one. */
+  async function installRuntime(row: MachineRow): Promise<void> {
+    const target = machineTarget(row, controllerKey);
+    const runtime = hookRuntime();
+    const root = shellQuote(row.root_dir);
+    const marker = `${row.root_dir}/runtime/.runtime-hash`;
+    const installed = await run(
+      target,
+      `mkdir -p ${root}/units ${root}/runtime && cat ${shellQuote(marker)} 2>/dev/null || true`,
+      'creating the machine directories',
+    );
+    if (installed.trim() !== runtime.hash || row.runtime_hash !== runtime.hash) {
+      const substrate = substrateOf(target);
+      for (const f of runtime.files)
+        await substrate.putFile(target, `${row.root_dir}/runtime/${f.name}`, f.data, 0o755);
+      await run(
+        target,
+        `python3 -S ${root}/runtime/runner.py install-tools ${root}/runtime/bin`,
+        'installing the hook tools',
+      );
+      await substrate.putFile(target, marker, `${runtime.hash}\n`, 0o644);
+      await db
+        .updateTable('machines')
+        .set({ runtime_hash: runtime.hash })
+        .where('model_uuid', '=', row.model_uuid)
+        .where('id', '=', row.id)
+        .execute();
+    }
+  }
+
+  return {
+    /** A new local sandbox machine (pending); returns its id. */
+    async allocateLocalMachine(modelName: string): Promise<string> {
+      const model = await modelByName(modelName);
+      return db.transaction().execute(async (tx) => {
+        const id = String(await nextModelSequence(tx, model.uuid, 'machine'));
+        let address: string | undefined;
+        while (address === undefined) {
+          const { n } = await sql<{ n: string | number }>`SELECT nextval('local_machine_seq') AS n`
+            .execute(tx)
+            .then((r) => r.rows[0]!);
+          address = localAddress(localNet, Number(n));
+        }
+        await tx
+          .insertInto('machines')
+          .values({
+            model_uuid: model.uuid,
+            id,
+            kind: 'local',
+            address,
+            host: null,
+            port: null,
+            ssh_user: null,
+            host_key_fingerprint: null,
+            root_dir: join(dataDir, 'machines', model.uuid, id),
+            state: 'pending',
+          })
+          .execute();
+        return id;
+      });
+    },
+
+    /**
+     * Make the machine ready for units: reachable with a pinned host key and the
+     * controller's key (SSH), its directories and the hook runtime in place.
+     */
+    async provisionMachine(modelName: string, id: string): Promise<void> {
+      const model = await modelByName(modelName);
+      let row = await machineRow(model.uuid, id);
+      if (!row) throw ApplicationFailure.nonRetryable(`machine ${id} not found in model "${modelName}"`, 'NotFound');
+      if (row.life !== 'alive') {
+        throw ApplicationFailure.nonRetryable(`machine ${id} is being removed`, 'MachineDying');
+      }
+      try {
+        // The probe checks a pinned key, or learns it on first contact (with the user's key).
+        const target = machineTarget(row, controllerKey);
+        const probe = await substrateOf(target).probe(target);
+        if (probe.missing.length > 0) {
+          return fail(
+            row,
+            `host lacks ${probe.missing.join(', ')}: hook execution needs ${RUNTIME_COMMANDS.join(', ')}`,
+            'UnsupportedHost',
+          );
+        }
+        const pin = row.kind === 'ssh' && !row.host_key_fingerprint ? probe.hostKeyFingerprint : undefined;
+        if (pin !== undefined || row.hostname !== probe.hostname) {
+          await db
+            .updateTable('machines')
+            .set({ hostname: probe.hostname, ...(pin !== undefined ? { host_key_fingerprint: pin } : {}) })
+            .where('model_uuid', '=', row.model_uuid)
+            .where('id', '=', row.id)
+            .execute();
+          row = { ...row, hostname: probe.hostname, host_key_fingerprint: pin ?? row.host_key_fingerprint };
+        }
+        if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
+        row = await chooseRootDir(row);
+        await installRuntime(row);
+        await setState(db, row, 'started', '');
+      } catch (err) {
+        const known = substrateError(err);
+        if (known) return fail(row, known.message, known.type);
+        throw err;
+      }
+    },
+
+    /** Provisioning failed for good (retries exhausted): the machine shows why. */
+    async markMachineError(modelName: string, id: string, message: string): Promise<void> {
+      const model = await db.selectFrom('models').select('uuid').where('name', '=', modelName).executeTakeFirst();
+      if (!model) return;
+      const row = await machineRow(model.uuid, id);
+      if (!row) return;
+      await setState(db, row, 'error', message, { bootstrap_key: null });
+    },
+
+    /**
+     * Take charmflow's files off the machine and forget it. Refuses while units
+     * are on it, unless forced; forced, it finishes even when the host is gone.
+     */
+    async removeMachine(modelName: string, id: string, force: boolean): Promise<void> {
+      const model = await db.selectFrom('models').select('uuid').where('name', '=', modelName).executeTakeFirst();
+      if (!model) return; // the model went, and its machines with it
+      const row = await machineRow(model.uuid, id);
+      if (!row) return; // removed already
+      const units = await db
+        .selectFrom('units')
+        .select('name')
+        .where('model_uuid', '=', model.uuid)
+        .where('machine_id', '=', id)
+        .orderBy('name')
+        .execute();
+      if (units.length > 0 && !force) {
+        throw ApplicationFailure.nonRetryable(
+          `machine ${id} still hosts ${units.map((u) => u.name).join(', ')}; remove them first, or use --force`,
+          'MachineHasUnits',
+        );
+      }
+      const target = machineTarget(row, controllerKey);
+      if (row.kind === 'local') {
+        // Only ever a sandbox this controller made.
+        const machinesDir = join(dataDir, 'machines') + sep;
+        if (row.root_dir.startsWith(machinesDir)) await rm(row.root_dir, { recursive: true, force: true });
+      } else if (row.host_key_fingerprint && row.root_dir) {
+        // Never contacted (no pinned key): nothing of ours is there.
+        const root = shellQuote(row.root_dir);
+        try {
+          await run(
+            target,
+            `rm -rf ${root}/units ${root}/runtime; rmdir ${root} 2>/dev/null; true`,
+            'removing charmflow files',
+          );
+        } catch (err) {
+          if (!force) {
+            const known = substrateError(err);
+            if (known) {
+              throw ApplicationFailure.nonRetryable(
+                `${known.message}; use --force to forget the machine anyway`,
+                known.type,
+              );
+            }
+            throw err;
+          }
+        }
+      }
+      await substrateOf(target).release(target);
+      await db.transaction().execute(async (tx) => {
+        if (units.length > 0) {
+          await tx
+            .updateTable('units')
+            .set({ machine_id: null, agent_status: 'lost', agent_message: `machine ${id} was removed` })
+            .where('model_uuid', '=', model.uuid)
+            .where('machine_id', '=', id)
+            .execute();
+        }
+        await tx.deleteFrom('machines').where('model_uuid', '=', model.uuid).where('id', '=', id).execute();
+      });
+    },
+  };
+}
+
+export type MachineActivities = ReturnType<typeof createMachineActivities>;
