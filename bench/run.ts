@@ -2,9 +2,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controllerBench } from './controller.bench.ts';
+import { deployBench } from './deploy.bench.ts';
 
 const benches: Record<string, () => Promise<Record<string, number | string>>> = {
   controller: controllerBench,
+  deploy: deployBench,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import { createActivities } from '../activities/index.ts';
-import { closeSubstrates, createSubstrates } from '../activities/substrates/index.ts';
+import { closeSubstrates, createSubstrates, type Substrates } from '../activities/substrates/index.ts';
 import { buildApp } from '../api/app.ts';
 import { startOperation } from '../api/operation-starter.ts';
 import { issueToken, verifyToken } from '../api/tokens.ts';
@@ -27,6 +27,10 @@ export interface ControllerHandle {
   store: Store;
   client: Client;
   app: FastifyInstance;
+  /** The substrates this process's worker uses (absent without a worker). */
+  substrates?: Substrates;
+  /** Pid of the embedded Temporal dev server, when this process started one. */
+  temporalPid?: number;
   stop(): Promise<void>;
 }
 
@@ -118,10 +122,12 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     const client = new Client({ connection, namespace: config.temporalNamespace });
     if (config.temporalAddress) await registerSearchAttributes(client, config.temporalNamespace);
 
+    let substrates: Substrates | undefined;
     if (opts.worker !== false) {
       say('starting the worker');
-      const substrates = createSubstrates();
-      stack.push(() => closeSubstrates(substrates));
+      substrates = createSubstrates();
+      const made = substrates;
+      stack.push(() => closeSubstrates(made));
       const activities = createActivities({
         store,
         dataDir: config.dataDir,
@@ -197,6 +203,8 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       store,
       client,
       app,
+      substrates,
+      temporalPid: temporal?.child.pid,
       stop: stopAll,
     };
   } catch (err) {
