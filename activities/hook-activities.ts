@@ -40,37 +40,44 @@ interface UnitWorld {
   meta: CharmMeta;
 }
 
+// Charm revisions never change, so their metadata is read once per process.
+const metaCache = new Map<string, CharmMeta>();
+
+/** The unit with its application, model and machine, in one query. */
 async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
-  const unit = await db
-    .selectFrom('units')
-    .selectAll()
-    .where('model_uuid', '=', ref.modelUuid)
-    .where('name', '=', ref.unit)
+  const row = await db
+    .selectFrom('units as u')
+    .innerJoin('applications as a', (j) =>
+      j.onRef('a.model_uuid', '=', 'u.model_uuid').onRef('a.name', '=', 'u.application'),
+    )
+    .innerJoin('models as m', 'm.uuid', 'u.model_uuid')
+    .innerJoin('machines as mc', (j) =>
+      j.onRef('mc.model_uuid', '=', 'u.model_uuid').onRef('mc.id', '=', 'u.machine_id'),
+    )
+    .select(() => [
+      sql<UnitRow>`to_jsonb(u)`.as('unit'),
+      sql<ApplicationRow>`to_jsonb(a)`.as('app'),
+      sql<ModelRow>`to_jsonb(m)`.as('model'),
+      sql<MachineRow>`to_jsonb(mc)`.as('machine'),
+    ])
+    .where('u.model_uuid', '=', ref.modelUuid)
+    .where('u.name', '=', ref.unit)
     .executeTakeFirst();
-  if (!unit || unit.machine_id === null) return null;
-  const [model, app, machine] = await Promise.all([
-    db.selectFrom('models').selectAll().where('uuid', '=', ref.modelUuid).executeTakeFirstOrThrow(),
-    db
-      .selectFrom('applications')
-      .selectAll()
-      .where('model_uuid', '=', ref.modelUuid)
-      .where('name', '=', unit.application)
-      .executeTakeFirstOrThrow(),
-    db
-      .selectFrom('machines')
-      .selectAll()
-      .where('model_uuid', '=', ref.modelUuid)
-      .where('id', '=', unit.machine_id)
-      .executeTakeFirst(),
-  ]);
-  if (!machine) return null;
-  const charm = await db
-    .selectFrom('charms')
-    .select('metadata')
-    .where('name', '=', app.charm_name)
-    .where('revision', '=', app.charm_revision)
-    .executeTakeFirstOrThrow();
-  return { model, app, unit, machine, meta: charm.metadata as unknown as CharmMeta };
+  if (!row) return null;
+  const app = row.app;
+  const key = `${app.charm_name}:${app.charm_revision}`;
+  let meta = metaCache.get(key);
+  if (!meta) {
+    const charm = await db
+      .selectFrom('charms')
+      .select('metadata')
+      .where('name', '=', app.charm_name)
+      .where('revision', '=', app.charm_revision)
+      .executeTakeFirstOrThrow();
+    meta = charm.metadata as unknown as CharmMeta;
+    metaCache.set(key, meta);
+  }
+  return { model: row.model, app, unit: row.unit, machine: row.machine, meta };
 }
 
 /** Every relation the unit's application is in, with members and data bags. */
@@ -185,17 +192,18 @@ async function commitChanges(tx: Tx, world: UnitWorld, ev: UnitEvent, changes: H
   const uuid = world.model.uuid;
   const unit = world.unit;
   const nextState = mergeSettings(unit.charm_state, changes.charmState);
-  await tx
-    .updateTable('units')
-    .set({
-      ports: JSON.stringify(changes.ports),
-      charm_state: JSON.stringify(nextState),
-      last_hook: ev.hook,
-      ...(ev.hook === 'install' ? { installed: true } : {}),
-    })
-    .where('model_uuid', '=', uuid)
-    .where('name', '=', unit.name)
-    .execute();
+  // the unit's committed state and its agent going idle, in one statement
+  await sql`
+    WITH changed AS (
+      UPDATE units SET ports = ${JSON.stringify(changes.ports)}::jsonb,
+        charm_state = ${JSON.stringify(nextState)}::jsonb,
+        last_hook = ${ev.hook},
+        installed = installed OR ${ev.hook === 'install'},
+        agent_status = 'idle', agent_message = ''
+      WHERE model_uuid = ${uuid} AND name = ${unit.name}
+      RETURNING 1)
+    INSERT INTO status_history (model_uuid, entity, kind, status, message)
+    SELECT ${uuid}, ${unit.name}, 'agent', 'idle', '' FROM changed`.execute(tx);
   if (unit.leader && Object.keys(changes.leaderSettings).length > 0) {
     const app = await tx
       .selectFrom('applications')
@@ -440,17 +448,24 @@ export function createHookActivities(deps: ActivityDeps) {
     async runHook(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
       const world = await loadWorld(db, ref);
       if (!world) return { ok: true, skipped: true, gone: true, message: 'unit removed' };
-      const done = await db.selectFrom('hook_runs').selectAll().where('context_id', '=', contextId).executeTakeFirst();
-      if (done?.finished_at) {
-        // this execution already finished and was recorded: never run a hook twice
-        const ok = done.exit_code === 0;
-        return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
-      }
-      await db
+      const fresh = await db
         .insertInto('hook_runs')
         .values({ context_id: contextId, model_uuid: ref.modelUuid, unit: ref.unit, hook: ev.hook })
         .onConflict((oc) => oc.column('context_id').doNothing())
-        .execute();
+        .returning('context_id')
+        .executeTakeFirst();
+      if (!fresh) {
+        const done = await db
+          .selectFrom('hook_runs')
+          .selectAll()
+          .where('context_id', '=', contextId)
+          .executeTakeFirst();
+        if (done?.finished_at) {
+          // this execution already finished and was recorded: never run a hook twice
+          const ok = done.exit_code === 0;
+          return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
+        }
+      }
       await setAgentStatus(db, ref.modelUuid, ref.unit, 'executing', `running ${ev.hook} hook`);
       const ctx = await buildContext(db, world, ev, contextId);
       const result = await execRunner(world, ctx);
@@ -465,7 +480,7 @@ export function createHookActivities(deps: ActivityDeps) {
             .executeTakeFirst();
           // a retried activity whose first attempt already committed commits nothing again
           if (Number(run.numUpdatedRows) === 1) await commitChanges(tx, world, ev, result.changes);
-          await setAgentStatus(tx, ref.modelUuid, ref.unit, 'idle', '');
+          else await setAgentStatus(tx, ref.modelUuid, ref.unit, 'idle', '');
         });
         return { ok: true, skipped: result.skipped, gone: false, message: '' };
       }

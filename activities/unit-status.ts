@@ -1,5 +1,6 @@
 // Writes of unit status and logs, each with its history entry, so status,
 // show-status-log and debug-log always agree.
+import { sql } from 'kysely';
 import type { Db, Tx } from '../store/store.ts';
 
 type Conn = Db | Tx;
@@ -38,16 +39,14 @@ export async function setAgentStatus(
   status: string,
   message: string,
 ): Promise<void> {
-  await db
-    .updateTable('units')
-    .set({ agent_status: status, agent_message: message })
-    .where('model_uuid', '=', modelUuid)
-    .where('name', '=', unit)
-    .execute();
-  await db
-    .insertInto('status_history')
-    .values({ model_uuid: modelUuid, entity: unit, kind: 'agent', status, message, data: null })
-    .execute();
+  // one round trip: this runs twice for every hook
+  await sql`
+    WITH changed AS (
+      UPDATE units SET agent_status = ${status}, agent_message = ${message}
+      WHERE model_uuid = ${modelUuid} AND name = ${unit}
+      RETURNING 1)
+    INSERT INTO status_history (model_uuid, entity, kind, status, message)
+    SELECT ${modelUuid}, ${unit}, 'agent', ${status}, ${message} FROM changed`.execute(db);
 }
 
 export async function setApplicationStatus(
