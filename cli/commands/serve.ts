@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../controller/config.ts';
-import { startController } from '../../controller/controller.ts';
+
+// The controller (Temporal worker, store, API server) loads only for the commands that run it,
+// so every other command starts fast.
+const loadController = () => import('../../controller/controller.ts');
 
 /** Separate API and worker processes, for production (see docker-compose.yml). */
 export function registerServe(program: Command): void {
@@ -12,7 +15,7 @@ export function registerServe(program: Command): void {
       );
       process.exit(2);
     }
-    const handle = await startController(config, {
+    const handle = await (await loadController()).startController(config, {
       api: role === 'api',
       worker: role === 'worker',
       logRequests: role === 'api',

@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../controller/config.ts';
-import { startController } from '../../controller/controller.ts';
+
+// The controller (Temporal worker, store, API server) loads only for the commands that run it,
+// so every other command starts fast.
+const loadController = () => import('../../controller/controller.ts');
 
 export function registerUp(program: Command): void {
   program
@@ -23,7 +26,7 @@ Environment:
     .action(async (opts: { headless?: boolean; quiet?: boolean }) => {
       const started = Date.now();
       const config = loadConfig();
-      const handle = await startController(config, {
+      const handle = await (await loadController()).startController(config, {
         headless: opts.headless,
         logRequests: !opts.quiet,
         onProgress: (m) => process.stderr.write(`charmflow: ${m}\n`),
