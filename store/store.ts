@@ -1,6 +1,9 @@
 // The model store: the single source of truth for desired and observed state.
 // Embedded PGlite by default; real Postgres when a DATABASE_URL is given.
-import { mkdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Kysely, Migrator, PostgresDialect, type Transaction } from 'kysely';
 import pg from 'pg';
 import { StaticMigrationProvider } from './migrations.ts';
@@ -35,7 +38,10 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     kind = 'postgres';
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
-    if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
+    if (opts.dataDir) {
+      mkdirSync(opts.dataDir, { recursive: true });
+      if (!existsSync(join(opts.dataDir, 'PG_VERSION'))) await initdbInChild(opts.dataDir);
+    }
     // Postgres' defaults (128 MB of shared buffers) are sized for a server, not an
     // embedded store; these keep the controller's memory small.
     const pglite = new PGlite(opts.dataDir, {
@@ -54,6 +60,22 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     kind,
     close: () => db.destroy(),
   };
+}
+
+/**
+ * PGlite's initdb runs a second Postgres instance whose memory the process keeps
+ * after it is closed (about 500 MB). Creating a new store in a short-lived child
+ * keeps the controller's own footprint that of an existing store.
+ */
+async function initdbInChild(dataDir: string): Promise<void> {
+  const script = `
+    const { PGlite } = await import('@electric-sql/pglite');
+    const pg = new PGlite(process.argv[1]);
+    await pg.waitReady;
+    await pg.close();`;
+  await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, dataDir], {
+    cwd: join(import.meta.dirname ?? '.', '..'),
+  });
 }
 
 export async function migrate(db: Db): Promise<void> {
