@@ -3,8 +3,8 @@
 #
 # Installed as <rootDir>/runtime/cf_hook_tool.py, run through the thin launcher
 # <rootDir>/runtime/hook_tool.py (symlinks <rootDir>/runtime/bin/<tool> ->
-# ../hook_tool.py, see runner.py install-tools), which imports this module so
-# the code runs from cached bytecode.
+# ../hook_tool, its copy with the interpreter in the shebang line; see runner.py
+# install-tools), which imports this module so the code runs from cached bytecode.
 #
 # Answers from $CHARMFLOW_HOOK_DIR/ctx.json (the controller's HookContext
 # snapshot) and records what the hook changes in $CHARMFLOW_HOOK_DIR/changes.json
