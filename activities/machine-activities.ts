@@ -26,11 +26,16 @@ export const ROOT_USER_DIR = '/var/lib/charmflow';
 const NON_ROOT_DIR = '.local/share/charmflow';
 
 const RUNTIME_SOURCE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'charm', 'runtime');
-const RUNTIME_FILES = ['runner.py', 'hook_tool.py'] as const;
+/**
+ * The modules first, then the thin launchers that import them (runner.py,
+ * hook_tool.py: a script is compiled on every run, a module comes from the
+ * bytecode `install-tools` caches), so a launcher never meets older modules.
+ */
+const RUNTIME_FILES = ['cf_runner.py', 'cf_hook_tool.py', 'runner.py', 'hook_tool.py'] as const;
 
 interface RuntimeBundle {
   files: { name: string; data: Buffer }[];
-  /** sha256 over both files: what `machines.runtime_hash` records. */
+  /** sha256 over the files: what `machines.runtime_hash` records. */
   hash: string;
 }
 

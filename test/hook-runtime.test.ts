@@ -1,4 +1,5 @@
-// The machine-side hook runtime (charm/runtime/runner.py + hook_tool.py), run
+// The machine-side hook runtime (charm/runtime/: runner.py + hook_tool.py, thin
+// launchers of cf_runner.py + cf_hook_tool.py), run
 // locally the way a substrate runs it: `python3 -S runner.py` with one
 // HookContext on stdin, HookEvent JSON lines back on stdout.
 import assert from 'node:assert/strict';
@@ -37,7 +38,7 @@ function hookPython(): string {
 }
 const PY = hookPython();
 
-let root: string; // a fake <rootDir> holding runtime/{runner.py,hook_tool.py,bin/}
+let root: string; // a fake <rootDir> holding runtime/{*.py,bin/}
 let runner: string;
 let toolsDir: string;
 let seq = 0;
@@ -45,7 +46,7 @@ let seq = 0;
 before(() => {
   root = mkdtempSync(path.join(tmpdir(), 'charmflow-hook-runtime-'));
   mkdirSync(path.join(root, 'runtime'));
-  for (const f of ['runner.py', 'hook_tool.py']) {
+  for (const f of readdirSync(path.join(repo, 'charm', 'runtime')).filter((n) => n.endsWith('.py'))) {
     copyFileSync(path.join(repo, 'charm', 'runtime', f), path.join(root, 'runtime', f));
   }
   runner = path.join(root, 'runtime', 'runner.py');

@@ -1,0 +1,1006 @@
+# charmflow machine-side hook runner (stdlib only, runs with `python3 -S`, >= 3.8).
+#
+#   python3 -S runner.py < HookContext.json   -> HookEvent JSON lines on stdout
+#   python3 -S runner.py install-tools BINDIR -> (re)create the hook tool symlinks,
+#                                               the launcher they point at and the
+#                                               modules' bytecode
+#
+# runner.py is a thin launcher that imports this module, so the code runs from
+# cached bytecode (__pycache__) instead of being compiled on every hook.
+#
+# Protocol: charm/hook-protocol.ts. Contract: shared/DESIGN.md "The hook runtime".
+#
+# Durability: the hook runs under a detached supervisor (double fork + setsid)
+# that records everything in <unitDir>/.hooks/<contextId>/:
+#   ctx.json      the context (0600), read by the hook tools
+#   events.jsonl  one HookEvent per line (output, log, status, ...), appended
+#   changes.json  pending changes recorded by the hook tools
+#   result.json   the final result event, written atomically (temp + rename)
+#   run.lock      flock held by the supervisor while it runs
+# This foreground process only tails events.jsonl to stdout until result.json
+# exists, so the channel that started it (SSH, a controller worker) may die
+# without affecting the hook. Invoked again with the same contextId it either
+# replays the stored result (replayed=true) or attaches to the running hook.
+import os
+import sys
+
+try:
+    import _json as _cjson
+
+    class _ScanCtx(object):
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = None
+        memo = {}
+
+        def __init__(self):
+            self.parse_constant = {'-Infinity': float('-inf'), 'Infinity': float('inf'), 'NaN': float('nan')}.__getitem__
+
+    _scanner = _cjson.make_scanner(_ScanCtx())
+    _enc_str = _cjson.encode_basestring
+
+    def json_loads(s):
+        if isinstance(s, bytes):
+            s = s.decode('utf-8')
+        s = s.strip()
+        try:
+            value, end = _scanner(s, 0)
+        except StopIteration:
+            raise ValueError('invalid JSON')
+        if end != len(s):
+            raise ValueError('extra data after JSON value')
+        return value
+except Exception:  # pragma: no cover - non-CPython
+    import json as _json_mod
+
+    json_loads = _json_mod.loads
+
+    def _enc_str(s):
+        return _json_mod.dumps(s, ensure_ascii=False)
+
+
+def _dump(v, out):
+    if v is None:
+        out.append('null')
+    elif v is True:
+        out.append('true')
+    elif v is False:
+        out.append('false')
+    elif isinstance(v, str):
+        out.append(_enc_str(v))
+    elif isinstance(v, (int, float)):
+        out.append(repr(v))
+    elif isinstance(v, dict):
+        out.append('{')
+        first = True
+        for k in v:
+            if not first:
+                out.append(',')
+            first = False
+            out.append(_enc_str(str(k)))
+            out.append(':')
+            _dump(v[k], out)
+        out.append('}')
+    elif isinstance(v, (list, tuple)):
+        out.append('[')
+        first = True
+        for item in v:
+            if not first:
+                out.append(',')
+            first = False
+            _dump(item, out)
+        out.append(']')
+    else:
+        out.append(_enc_str(str(v)))
+
+
+def json_dumps(v):
+    out = []
+    _dump(v, out)
+    return ''.join(out)
+
+
+TOOL_NAMES = (
+    'action-fail', 'action-get', 'action-log', 'action-set', 'application-version-set', 'close-port',
+    'config-get', 'goal-state', 'is-leader', 'juju-log', 'leader-get', 'leader-set', 'network-get',
+    'open-port', 'opened-ports', 'relation-get', 'relation-ids', 'relation-list', 'relation-model-get',
+    'relation-set', 'state-delete', 'state-get', 'state-set', 'status-get', 'status-set', 'unit-get',
+    'credential-get', 'secret-add', 'secret-get', 'secret-info-get', 'secret-set', 'secret-grant',
+    'secret-revoke', 'secret-remove', 'secret-ids', 'storage-list', 'storage-get', 'storage-add',
+    'resource-get', 'juju-reboot', 'add-metric', 'pod-spec-get', 'pod-spec-set', 'k8s-spec-set',
+    'k8s-raw-set', 'payload-register', 'payload-status-set', 'payload-unregister',
+)
+
+_ID_CHARS = frozenset('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-')
+KEEP_DIRS = 20
+TAIL_LINES = 20
+MAX_LINE = 16384
+KILL_GRACE = 1.0
+POLL = 0.003
+
+
+def _signal_mod():
+    # `import signal` pulls in enum (~5 ms); the C module has all we use.
+    try:
+        import _signal
+        return _signal
+    except ImportError:  # pragma: no cover
+        import signal
+        return signal
+
+
+def now_ms():
+    import time
+    return int(time.time() * 1000)
+
+
+class BadInput(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- install-tools
+
+def install_tools(bindir):
+    here = os.path.dirname(os.path.abspath(__file__))
+    tool = os.path.join(here, 'hook_tool.py')
+    if not os.path.exists(tool):
+        raise BadInput('hook_tool.py not found next to runner.py (%s)' % tool)
+    st = os.stat(tool)
+    if st.st_mode & 0o111 != 0o111:
+        os.chmod(tool, st.st_mode | 0o755)
+    precompile(here)
+    launcher = write_launcher(here, tool)
+    os.makedirs(bindir, exist_ok=True)
+    target = os.path.relpath(launcher or tool, os.path.abspath(bindir))
+    for name in TOOL_NAMES:
+        link = os.path.join(bindir, name)
+        try:
+            if os.readlink(link) == target:
+                continue
+        except OSError:
+            pass
+        tmp = link + '.tmp.%d' % os.getpid()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        os.symlink(target, tmp)
+        os.rename(tmp, link)
+    if launcher is None:
+        # nothing points at an older launcher now
+        try:
+            os.unlink(os.path.join(here, LAUNCHER))
+        except OSError:
+            pass
+
+
+# hook_tool.py with `#!<this interpreter> -SE` for its first line, generated by
+# install-tools; the tool symlinks point at it. `#!/usr/bin/env python3` cannot
+# pass flags portably, and a tool call without site (-S) and without PYTHON*
+# variables (-E: a charm's PYTHONPATH, PYTHONPYCACHEPREFIX) starts sooner, and
+# with the interpreter the bytecode in __pycache__ was compiled by.
+LAUNCHER = 'hook_tool'
+
+
+def launcher_shebang():
+    exe = sys.executable
+    if not exe or not os.path.isabs(exe) or any(c.isspace() for c in exe) or not os.access(exe, os.X_OK):
+        return None
+    exe = os.fsencode(exe)
+    if len(exe) > 120:
+        return None  # Linux before 5.1 reads 127 bytes of a shebang line
+    return b'#!' + exe + b' -SE\n'
+
+
+def write_launcher(here, tool):
+    """(Re)write <runtime>/hook_tool; returns its path, or None when the tools
+    must run hook_tool.py itself (no usable interpreter path, read-only dir)."""
+    shebang = launcher_shebang()
+    if shebang is None:
+        return None
+    path = os.path.join(here, LAUNCHER)
+    try:
+        with open(tool, 'rb') as f:
+            body = f.read()
+        if body.startswith(b'#!'):
+            body = body[body.find(b'\n') + 1:]
+        data = shebang + body
+        try:
+            with open(path, 'rb') as f:
+                if f.read() == data:
+                    return path
+        except OSError:
+            pass
+        tmp = path + '.tmp.%d' % os.getpid()
+        write_file(tmp, data, 0o755)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, path)
+        return path
+    except OSError:
+        return None
+
+
+def tools_need_install(tools_dir):
+    """Whether our tools dir (<runtime>/bin) is missing, or its launcher names an
+    interpreter that is gone (python3 moved): checked before every hook, a few
+    syscalls. Another tools dir is not ours to repair."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.abspath(tools_dir) != os.path.join(here, 'bin'):
+        return False
+    if not os.path.isdir(tools_dir):
+        return True
+    try:
+        fd = os.open(os.path.join(here, LAUNCHER), os.O_RDONLY)
+    except OSError:
+        return False  # the tools run hook_tool.py
+    try:
+        head = os.read(fd, 256)
+    finally:
+        os.close(fd)
+    exe = head[2:].split(b'\n', 1)[0].split(b' ', 1)[0]
+    return not head.startswith(b'#!') or not os.access(exe, os.X_OK)
+
+
+# The modules runner.py and hook_tool.py import: what precompile() caches.
+MODULES = ('cf_runner.py', 'cf_hook_tool.py')
+
+
+def precompile(here):
+    """Write the modules' bytecode to __pycache__ now, so the first hook and the
+    first tool call do not pay for compiling them. Hash-checked pycs: Python
+    compares the source's hash on every import (microseconds) and recompiles on
+    any change, whatever the files' mtimes and sizes. Best effort and quiet: a
+    read-only dir only costs speed."""
+    try:
+        import py_compile
+        mode = py_compile.PycInvalidationMode.CHECKED_HASH
+    except Exception:  # pragma: no cover
+        return
+    for name in MODULES:
+        try:
+            py_compile.compile(os.path.join(here, name), doraise=True, invalidation_mode=mode)
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- context
+
+def validate(ctx):
+    if not isinstance(ctx, dict):
+        raise BadInput('HookContext must be a JSON object')
+    for key in ('contextId', 'kind', 'name', 'unit', 'application', 'charmDir', 'unitDir', 'toolsDir', 'model'):
+        if key not in ctx:
+            raise BadInput('HookContext is missing %r' % key)
+    cid = ctx['contextId']
+    if not isinstance(cid, str) or not cid or cid in ('.', '..') or \
+            any(c not in _ID_CHARS for c in cid):
+        raise BadInput('invalid contextId %r' % (cid,))
+    if ctx['kind'] not in ('hook', 'action'):
+        raise BadInput('invalid kind %r' % (ctx['kind'],))
+    name = ctx['name']
+    if not isinstance(name, str) or not name or '/' in name or name in ('.', '..'):
+        raise BadInput('invalid name %r' % (name,))
+    if ctx['kind'] == 'action' and not isinstance(ctx.get('action'), dict):
+        raise BadInput('action context without "action"')
+    for key in ('charmDir', 'unitDir', 'toolsDir'):
+        if not isinstance(ctx[key], str) or not os.path.isabs(ctx[key]):
+            raise BadInput('%s must be an absolute path' % key)
+
+
+def hook_env(ctx, hook_dir):
+    try:
+        import pwd
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except Exception:
+        home = os.environ.get('HOME', '/')
+    kind = ctx['kind']
+    name = ctx['name']
+    dispatch_path = ('actions/' if kind == 'action' else 'hooks/') + name
+    charm_dir = ctx['charmDir']
+    env = {
+        'PATH': ctx['toolsDir'] + ':/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        'HOME': home,
+        'LANG': 'C.UTF-8',
+        'JUJU_DISPATCH_PATH': dispatch_path,
+        'JUJU_UNIT_NAME': ctx['unit'],
+        'JUJU_MODEL_NAME': ctx['model']['name'],
+        'JUJU_MODEL_UUID': ctx['model']['uuid'],
+        'JUJU_VERSION': ctx.get('jujuVersion') or '3.6.4',
+        'JUJU_CHARM_DIR': charm_dir,
+        'CHARM_DIR': charm_dir,
+        'JUJU_MACHINE_ID': str(ctx.get('machineId', '')),
+        'JUJU_AVAILABILITY_ZONE': ctx.get('availabilityZone') or '',
+        'JUJU_CONTEXT_ID': ctx['contextId'],
+        'JUJU_PRINCIPAL_UNIT': '',
+        'CHARMFLOW_HOOK_DIR': hook_dir,
+    }
+    if kind == 'hook':
+        env['JUJU_HOOK_NAME'] = name
+    else:
+        env['JUJU_ACTION_NAME'] = name
+        env['JUJU_ACTION_UUID'] = str(ctx['action'].get('id', ''))
+    rel = ctx.get('relation')
+    if rel is not None:
+        snap = None
+        for r in ctx.get('relations') or ():
+            if r.get('id') == rel.get('id'):
+                snap = r
+        endpoint = snap['endpoint'] if snap else ''
+        env['JUJU_RELATION'] = endpoint
+        env['JUJU_RELATION_ID'] = '%s:%d' % (endpoint, rel['id'])
+        remote_app = rel.get('remoteApp')
+        if not remote_app and rel.get('remoteUnit'):
+            remote_app = rel['remoteUnit'].split('/', 1)[0]
+        if not remote_app and snap:
+            remote_app = snap.get('remoteApplication')
+        if rel.get('remoteUnit'):
+            env['JUJU_REMOTE_UNIT'] = rel['remoteUnit']
+        if remote_app:
+            env['JUJU_REMOTE_APP'] = remote_app
+        if rel.get('departingUnit'):
+            env['JUJU_DEPARTING_UNIT'] = rel['departingUnit']
+    return env
+
+
+# ---------------------------------------------------------------- files
+
+def write_file(path, data, mode=0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    # temp + rename: readers see all of it or nothing. No fsync: it costs
+    # milliseconds per hook, and an empty result after a power cut is read as
+    # an interrupted execution (see load_result).
+    tmp = path + '.tmp'
+    write_file(tmp, data)
+    os.rename(tmp, path)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except (OSError, IOError):
+        return default
+    if not data.strip():
+        return default
+    try:
+        return json_loads(data)
+    except ValueError:
+        return default
+
+
+def rmtree(path):
+    try:
+        for root, dirs, files in os.walk(path, topdown=False):
+            for f in files:
+                try:
+                    os.unlink(os.path.join(root, f))
+                except OSError:
+                    pass
+            for d in dirs:
+                p = os.path.join(root, d)
+                try:
+                    if os.path.islink(p):
+                        os.unlink(p)
+                    else:
+                        os.rmdir(p)
+                except OSError:
+                    pass
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def cleanup(hooks_dir, keep_name):
+    """Remove execution dirs older than the newest KEEP_DIRS (never a running one)."""
+    import fcntl
+    import time
+    entries = []
+    try:
+        names = os.listdir(hooks_dir)
+    except OSError:
+        return
+    now = time.time()
+    for n in names:
+        p = os.path.join(hooks_dir, n)
+        if n == keep_name or not os.path.isdir(p) or os.path.islink(p):
+            continue
+        try:
+            mtime = os.stat(p).st_mtime
+        except OSError:
+            continue
+        if n.startswith('.tmp-'):
+            # an abandoned staging dir (its creator died before the rename)
+            if now - mtime > 3600:
+                rmtree(p)
+            continue
+        entries.append((mtime, n, p))
+    entries.sort(reverse=True)
+    for mtime, n, p in entries[KEEP_DIRS - 1:]:
+        lock = os.path.join(p, 'run.lock')
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its supervisor still runs
+            rmtree(p)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+# ---------------------------------------------------------------- supervisor
+
+class Recorder(object):
+    def __init__(self, hook_dir):
+        self.fd = os.open(os.path.join(hook_dir, 'events.jsonl'), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.tail = []
+
+    def output(self, stream, line):
+        if len(self.tail) >= TAIL_LINES:
+            del self.tail[0]
+        self.tail.append(line)
+        ev = '{"type":"output","ts":%d,"stream":"%s","line":%s}\n' % (now_ms(), stream, _enc_str(line))
+        os.write(self.fd, ev.encode('utf-8', 'replace'))
+
+
+def find_executable(ctx):
+    charm_dir = ctx['charmDir']
+    dispatch = os.path.join(charm_dir, 'dispatch')
+    if os.path.exists(dispatch):
+        return dispatch
+    sub = 'actions' if ctx['kind'] == 'action' else 'hooks'
+    path = os.path.join(charm_dir, sub, ctx['name'])
+    if os.path.exists(path):
+        return path
+    return None
+
+
+def run_hook(ctx, hook_dir, rec):
+    """Runs the hook; returns (exitCode or None, timedOut, skipped)."""
+    import select
+    import time
+    signal = _signal_mod()
+    exe = find_executable(ctx)
+    if exe is None:
+        return 0, False, True
+    env = hook_env(ctx, hook_dir)
+    # SIGCHLD writes to wake_w, so poll() below notices the exit at once even
+    # when something the hook left behind still holds its output pipes.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, _ignore_signal)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    exec_r, exec_w = os.pipe()  # close-on-exec: EOF means exec succeeded
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.close(out_r)
+            os.close(err_r)
+            os.close(exec_r)
+            signal.set_wakeup_fd(-1)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for s in ('SIGPIPE', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGCHLD'):
+                if hasattr(signal, s):
+                    signal.signal(getattr(signal, s), signal.SIG_DFL)
+            os.chdir(ctx['charmDir'])
+            os.execve(exe, [exe], env)
+        except BaseException as e:
+            try:
+                os.write(exec_w, ('%s: %s' % (exe, e)).encode('utf-8', 'replace'))
+            except BaseException:
+                pass
+        os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    os.close(exec_w)
+    exec_err = b''
+    while True:
+        chunk = os.read(exec_r, 4096)
+        if not chunk:
+            break
+        exec_err += chunk
+    os.close(exec_r)
+    if exec_err:
+        os.close(out_r)
+        os.close(err_r)
+        os.waitpid(pid, 0)
+        _restore_sigchld(signal, wake_r, wake_w)
+        msg = exec_err.decode('utf-8', 'replace')
+        rec.output('stderr', 'charmflow: cannot run hook: ' + msg)
+        return 126, False, False
+
+    timeout = float(ctx.get('timeoutSeconds') or 3600)
+    start = time.monotonic()
+    deadline = start + timeout
+    poller = select.poll()
+    bufs = {out_r: b'', err_r: b''}
+    names = {out_r: 'stdout', err_r: 'stderr'}
+    open_fds = set([out_r, err_r])
+    for fd in open_fds:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    poller.register(wake_r, select.POLLIN)
+    status = None
+    timed_out = False
+    kill_at = None
+    drain_until = None
+
+    def flush_lines(fd, final=False):
+        data = bufs[fd]
+        while True:
+            k = data.find(b'\n')
+            if k < 0:
+                break
+            line, data = data[:k], data[k + 1:]
+            if line.endswith(b'\r'):
+                line = line[:-1]
+            rec.output(names[fd], line.decode('utf-8', 'replace'))
+        while len(data) > MAX_LINE:
+            rec.output(names[fd], data[:MAX_LINE].decode('utf-8', 'replace'))
+            data = data[MAX_LINE:]
+        if final and data:
+            rec.output(names[fd], data.decode('utf-8', 'replace'))
+            data = b''
+        bufs[fd] = data
+
+    while True:
+        if status is None:
+            wpid, st = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                status = st
+                # Output still buffered in the pipes is read below; background
+                # processes the hook left holding them get a short grace only.
+                drain_until = time.monotonic() + 0.2
+        now = time.monotonic()
+        if status is not None and (not open_fds or now >= drain_until):
+            break
+        if status is None and not timed_out and now >= deadline:
+            timed_out = True
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except OSError:
+                pass
+            kill_at = now + KILL_GRACE
+        if kill_at is not None and now >= kill_at:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            kill_at = None
+        if status is not None:
+            wait = drain_until - now
+        elif kill_at is not None:
+            wait = kill_at - now
+        elif timed_out:
+            wait = 1.0  # the group was killed; SIGCHLD wakes us
+        else:
+            wait = deadline - now
+        events = poller.poll(max(0, min(int(wait * 1000) + 1, 1000)))
+        for fd, ev in events:
+            if fd == wake_r:
+                try:
+                    os.read(wake_r, 512)
+                except OSError:
+                    pass
+                continue
+            chunk = b''
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                pass
+            if chunk:
+                bufs[fd] += chunk
+                flush_lines(fd)
+            else:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                flush_lines(fd, final=True)
+                os.close(fd)
+    _restore_sigchld(signal, wake_r, wake_w)
+    for fd in list(open_fds):
+        flush_lines(fd, final=True)
+    if open_fds:
+        # Something the hook started (a daemon) still holds its stdout/stderr.
+        # Closing our ends would kill it with SIGPIPE on its next write, so a
+        # small detached sink keeps reading them until it lets go.
+        sink(list(open_fds))
+    if timed_out:
+        # the whole group goes, including what the hook left behind
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if os.WIFEXITED(status) and not timed_out:
+        return os.WEXITSTATUS(status), False, False
+    return None, timed_out, False
+
+
+def _ignore_signal(signum, frame):
+    pass
+
+
+def _restore_sigchld(signal, wake_r, wake_w):
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.close(wake_r)
+    os.close(wake_w)
+
+
+def sink(fds):
+    """Read fds until EOF in a detached grandchild; close them here."""
+    import select
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+            close_inherited(fds)
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            left = set(fds)
+            while left:
+                for fd, _ in poller.poll():
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:
+                        data = b''
+                    if not data:
+                        poller.unregister(fd)
+                        left.discard(fd)
+        finally:
+            os._exit(0)
+    for fd in fds:
+        os.close(fd)
+    os.waitpid(pid, 0)
+
+
+def build_changes(ctx, hook_dir):
+    ch = read_json(os.path.join(hook_dir, 'changes.json'), {}) or {}
+    ports = ch.get('ports')
+    if ports is None:
+        ports = list(ctx.get('ports') or [])
+    return {
+        'relationSettings': ch.get('relationSettings') or {},
+        'leaderSettings': ch.get('leaderSettings') or {},
+        'charmState': ch.get('charmState') or {},
+        'ports': ports,
+        'actionResults': ch.get('actionResults') or {},
+        'actionFailed': ch.get('actionFailed'),
+    }
+
+
+def result_event(exit_code, skipped, timed_out, duration_ms, tail, changes, replayed=False):
+    return {
+        'type': 'result',
+        'ts': now_ms(),
+        'exitCode': exit_code,
+        'skipped': skipped,
+        'replayed': replayed,
+        'timedOut': timed_out,
+        'durationMs': duration_ms,
+        'tail': tail,
+        'changes': changes,
+    }
+
+
+def supervise(ctx, hook_dir, run_lock_fd, done_w):
+    """In the detached supervisor: run the hook once and record its result."""
+    import fcntl
+    import time
+    hooks_dir = os.path.dirname(hook_dir)
+    unit_lock = os.open(os.path.join(hooks_dir, 'unit.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(unit_lock, fcntl.LOCK_EX)  # one hook at a time per unit
+    rec = Recorder(hook_dir)
+    start = time.monotonic()
+    try:
+        code, timed_out, skipped = run_hook(ctx, hook_dir, rec)
+    except Exception as e:  # a runner bug: still produce a result
+        rec.output('stderr', 'charmflow: runner error: %s' % e)
+        code, timed_out, skipped = None, False, False
+    duration = int((time.monotonic() - start) * 1000)
+    if timed_out:
+        rec.output('stderr', 'charmflow: hook timed out after %ss; process group killed' % ctx.get('timeoutSeconds'))
+    result = result_event(code, skipped, timed_out, duration, list(rec.tail), build_changes(ctx, hook_dir))
+    write_atomic(os.path.join(hook_dir, 'result.json'), json_dumps(result).encode('utf-8'))
+    os.close(rec.fd)
+    os.close(unit_lock)
+    try:
+        os.close(done_w)  # wakes the foreground at once
+    except OSError:
+        pass
+    cleanup(hooks_dir, os.path.basename(hook_dir))
+    os.close(run_lock_fd)
+
+
+def close_inherited(keep):
+    """Close every inherited fd but 0-2 and keep: the supervisor must not hold
+    the caller's channel (an SSH session, a worker's pipes) open."""
+    try:
+        fds = [int(n) for n in os.listdir('/proc/self/fd')]
+    except OSError:
+        fds = range(3, 256)
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def start_supervisor(ctx, hooks_dir, hook_dir, ctx_bytes):
+    """Stage the execution dir, spawn the detached supervisor. Returns a fd that
+    becomes readable (EOF) when the supervisor is done, and whether we won the
+    race to create hook_dir."""
+    import fcntl
+    staging = os.path.join(hooks_dir, '.tmp-%s-%d' % (ctx['contextId'], os.getpid()))
+    os.mkdir(staging, 0o700)
+    write_file(os.path.join(staging, 'ctx.json'), ctx_bytes, 0o600)
+    write_file(os.path.join(staging, 'events.jsonl'), b'', 0o600)
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        # first child: new session, then fork the supervisor and exit
+        try:
+            os.close(ready_r)
+            os.close(done_r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            signal = _signal_mod()
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            close_inherited((ready_w, done_w))
+            lock_fd = os.open(os.path.join(staging, 'run.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                os.rename(staging, hook_dir)
+                won = True
+            except OSError:
+                won = False
+            try:
+                os.write(ready_w, b'1' if won else b'0')
+            except OSError:
+                pass
+            os.close(ready_w)
+            if not won:
+                os.close(lock_fd)
+                rmtree(staging)
+                os._exit(0)
+            supervise(ctx, hook_dir, lock_fd, done_w)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(done_w)
+    os.waitpid(pid, 0)
+    flag = os.read(ready_r, 1)
+    os.close(ready_r)
+    if flag != b'1':
+        os.close(done_r)
+        if os.path.isdir(staging):
+            rmtree(staging)
+        return None, False
+    return done_r, True
+
+
+# ---------------------------------------------------------------- foreground
+
+def emit(data):
+    while data:
+        n = os.write(1, data)
+        data = data[n:]
+
+
+def lock_is_free(hook_dir):
+    import fcntl
+    try:
+        fd = os.open(os.path.join(hook_dir, 'run.lock'), os.O_RDWR)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd  # keep it held while we decide
+    except OSError:
+        os.close(fd)
+        return False
+
+
+def tail(hook_dir, done_fd):
+    """Copy events.jsonl to stdout until result.json exists, then print the result."""
+    import select
+    import time
+    result_path = os.path.join(hook_dir, 'result.json')
+    ev_fd = None
+    pending = b''
+    last_check = last_data = time.monotonic()
+    while True:
+        finished = os.path.exists(result_path)
+        if ev_fd is None:
+            try:
+                ev_fd = os.open(os.path.join(hook_dir, 'events.jsonl'), os.O_RDONLY)
+            except OSError:
+                ev_fd = None
+        if ev_fd is not None:
+            while True:
+                chunk = os.read(ev_fd, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                last_data = time.monotonic()
+                k = pending.rfind(b'\n')
+                if k >= 0:
+                    emit(pending[:k + 1])
+                    pending = pending[k + 1:]
+        if finished:
+            break
+        # poll fast while events flow, slower (up to 50 ms) when the hook is quiet
+        quiet = time.monotonic() - last_data
+        interval = POLL if quiet < 1.0 else min(0.05, POLL * (1 + quiet))
+        if done_fd is not None:
+            r, _, _ = select.select([done_fd], [], [], interval)
+            if r:
+                os.close(done_fd)
+                done_fd = None
+        else:
+            time.sleep(interval)
+            now = time.monotonic()
+            if now - last_check > 0.5:
+                last_check = now
+                held = lock_is_free(hook_dir)
+                if held is not False and not os.path.exists(result_path):
+                    # the supervisor died without a result (machine restart, kill -9)
+                    interrupted(hook_dir, held)
+                elif held not in (True, False):
+                    os.close(held)
+    if ev_fd is not None:
+        os.close(ev_fd)
+    if done_fd is not None:
+        os.close(done_fd)
+    result = read_json(result_path)
+    if result is None:
+        result = result_event(None, False, False, 0, ['charmflow: the stored result is unreadable'],
+                              build_changes({}, hook_dir))
+    emit((json_dumps(result) + '\n').encode('utf-8'))
+
+
+def interrupted(hook_dir, held_fd):
+    ctx = read_json(os.path.join(hook_dir, 'ctx.json'), {}) or {}
+    msg = 'charmflow: hook execution was interrupted (its supervisor died); not run again'
+    try:
+        fd = os.open(os.path.join(hook_dir, 'events.jsonl'), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, ('{"type":"output","ts":%d,"stream":"stderr","line":%s}\n'
+                          % (now_ms(), _enc_str(msg))).encode('utf-8'))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    result = result_event(None, False, False, 0, [msg], build_changes(ctx, hook_dir))
+    write_atomic(os.path.join(hook_dir, 'result.json'), json_dumps(result).encode('utf-8'))
+    if held_fd not in (True, False):
+        os.close(held_fd)
+
+
+def read_context():
+    """Read stdin up to EOF or the end of one complete JSON document, whichever
+    comes first (a channel may keep stdin open)."""
+    data = b''
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return data
+        data += chunk
+        if data.rstrip().endswith(b'}'):
+            try:
+                json_loads(data)
+                return data
+            except Exception:
+                pass
+
+
+def run(stdin_bytes):
+    try:
+        ctx = json_loads(stdin_bytes)
+    except Exception as e:
+        raise BadInput('HookContext is not valid JSON: %s' % e)
+    validate(ctx)
+    if tools_need_install(ctx['toolsDir']):
+        install_tools(ctx['toolsDir'])  # self-heal (see tools_need_install)
+    hooks_dir = os.path.join(ctx['unitDir'], '.hooks')
+    try:
+        os.makedirs(hooks_dir, 0o700)
+    except OSError:
+        if not os.path.isdir(hooks_dir):
+            raise
+    hook_dir = os.path.join(hooks_dir, ctx['contextId'])
+    result_path = os.path.join(hook_dir, 'result.json')
+    if os.path.exists(result_path):
+        replay(result_path)
+        return
+    done_fd = None
+    if not os.path.isdir(hook_dir):
+        done_fd, won = start_supervisor(ctx, hooks_dir, hook_dir, stdin_bytes)
+    if done_fd is None:
+        # attach to (or recover) an execution started by an earlier invocation
+        if os.path.exists(result_path):
+            replay(result_path)
+            return
+        held = lock_is_free(hook_dir)
+        if held is not False:
+            if not os.path.exists(result_path):
+                interrupted(hook_dir, held)
+            elif held is not True:
+                os.close(held)
+    tail(hook_dir, done_fd)
+
+
+def replay(result_path):
+    result = read_json(result_path)
+    if result is None:
+        # only after a machine crash right after the hook finished
+        result = result_event(None, False, False, 0, ['charmflow: the stored result is unreadable'],
+                              build_changes({}, os.path.dirname(result_path)))
+    result['replayed'] = True
+    result['ts'] = now_ms()
+    emit((json_dumps(result) + '\n').encode('utf-8'))
+
+
+def main(argv):
+    try:
+        if len(argv) >= 2 and argv[1] == 'install-tools':
+            if len(argv) != 3:
+                sys.stderr.write('usage: runner.py install-tools <bindir>\n')
+                return 2
+            install_tools(argv[2])
+            return 0
+        if len(argv) > 1:
+            sys.stderr.write('usage: runner.py < HookContext.json | runner.py install-tools <bindir>\n')
+            return 2
+        run(read_context())
+        return 0
+    except BadInput as e:
+        sys.stderr.write('charmflow runner: %s\n' % e)
+        return 2
+    except BrokenPipeError:
+        return 1
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.write('charmflow runner: internal error: %s\n' % e)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
