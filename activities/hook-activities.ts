@@ -22,7 +22,14 @@ import { machineTarget, unitPaths } from './machine-target.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
 import { HostKeyMismatchError, type MachineTarget, MachineUnreachableError } from './substrates/substrate.ts';
-import { appendLogs, type LogLine, setAgentStatus, setApplicationStatus, setWorkloadStatus } from './unit-status.ts';
+import {
+  appendLogs,
+  type LogLine,
+  setAgentStatus,
+  setApplicationStatus,
+  setMachineStatus,
+  setWorkloadStatus,
+} from './unit-status.ts';
 
 export interface HookOutcome {
   ok: boolean;
@@ -274,42 +281,20 @@ export function createHookActivities(deps: ActivityDeps) {
     try {
       const out = await fn();
       if (machine.state === 'error' && machine.message.startsWith('cannot reach')) {
-        await setMachineState(machine, 'started', '');
+        await setMachineStatus(db, machine, 'started', '');
       }
       return out;
     } catch (err) {
       if (err instanceof HostKeyMismatchError) {
-        await setMachineState(machine, 'error', err.message);
+        await setMachineStatus(db, machine, 'error', err.message);
         throw ApplicationFailure.nonRetryable(err.message, 'HostKeyMismatch');
       }
       if (err instanceof MachineUnreachableError) {
-        await setMachineState(machine, 'error', err.message);
+        await setMachineStatus(db, machine, 'error', err.message);
         throw ApplicationFailure.retryable(err.message, 'MachineUnreachable');
       }
       throw err;
     }
-  }
-
-  async function setMachineState(machine: MachineRow, state: string, message: string): Promise<void> {
-    await db.transaction().execute(async (tx) => {
-      await tx
-        .updateTable('machines')
-        .set({ state, message })
-        .where('model_uuid', '=', machine.model_uuid)
-        .where('id', '=', machine.id)
-        .execute();
-      await tx
-        .insertInto('status_history')
-        .values({
-          model_uuid: machine.model_uuid,
-          entity: `machine/${machine.id}`,
-          kind: 'machine',
-          status: state,
-          message,
-          data: null,
-        })
-        .execute();
-    });
   }
 
   /** Executes the runner and streams its events into the store while the hook runs. */

@@ -10,7 +10,6 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { sql } from 'kysely';
 import type { MachineRow } from '../store/schema.ts';
 import { nextModelSequence } from '../store/sequences.ts';
-import type { Db } from '../store/store.ts';
 import type { ActivityDeps } from './deps.ts';
 import { machineTarget } from './machine-target.ts';
 import { RUNTIME_COMMANDS, shellQuote } from './substrates/machine-shell.ts';
@@ -20,6 +19,7 @@ import {
   MachineUnreachableError,
   type Substrate,
 } from './substrates/substrate.ts';
+import { setMachineStatus } from './unit-status.ts';
 
 /** Where charmflow keeps its files on an SSH host, by login user. */
 export const ROOT_USER_DIR = '/var/lib/charmflow';
@@ -126,53 +126,8 @@ export function createMachineActivities(deps: ActivityDeps) {
     return substrates[target.kind];
   }
 
-  /** Record a state (and its history entry) unless the machine is in it already. */
-  async function setState(
-    d: Db,
-    row: MachineRow,
-    state: string,
-    message: string,
-    extra: { bootstrap_key?: null } = {},
-  ): Promise<void> {
-    await d.transaction().execute(async (tx) => {
-      const res = await tx
-        .updateTable('machines')
-        .set({ state, message, ...extra })
-        .where('model_uuid', '=', row.model_uuid)
-        .where('id', '=', row.id)
-        .where((eb) => eb.or([eb('state', '!=', state), eb('message', '!=', message)]))
-        .executeTakeFirst();
-      if (Number(res.numUpdatedRows) === 0) {
-        if (extra.bootstrap_key === null) {
-          await tx
-            .updateTable('machines')
-            .set({ bootstrap_key: null })
-            .where('model_uuid', '=', row.model_uuid)
-            .where('id', '=', row.id)
-            .execute();
-        }
-        return;
-      }
-      await tx
-        .insertInto('status_history')
-        .values({
-          model_uuid: row.model_uuid,
-          entity: `machine/${row.id}`,
-          kind: 'machine',
-          status: state,
-          message,
-          data: null,
-        })
-        .execute();
-    });
-  }
-
-  /**
-   * The machine is beyond what a retry can fix: record why (the user's key goes
-   * too: the machine will be removed and added again, not retried) and stop.
-   */
   async function fail(row: MachineRow, message: string, type: string): Promise<never> {
-    await setState(db, row, 'error', message, { bootstrap_key: null });
+    await setMachineStatus(db, row, 'error', message, { bootstrap_key: null });
     throw ApplicationFailure.nonRetryable(message, type);
   }
 
@@ -337,7 +292,7 @@ export function createMachineActivities(deps: ActivityDeps) {
         if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
         row = await chooseRootDir(row);
         await installRuntime(row);
-        await setState(db, row, 'started', '');
+        await setMachineStatus(db, row, 'started', '');
       } catch (err) {
         const known = substrateError(err);
         if (known) return fail(row, known.message, known.type);
@@ -351,7 +306,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       if (!model) return;
       const row = await machineRow(model.uuid, id);
       if (!row) return;
-      await setState(db, row, 'error', message, { bootstrap_key: null });
+      await setMachineStatus(db, row, 'error', message, { bootstrap_key: null });
     },
 
     /**

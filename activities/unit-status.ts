@@ -90,3 +90,44 @@ export async function appendLogs(db: Conn, modelUuid: string, entity: string, li
     )
     .execute();
 }
+
+/** Record a machine's state (and its history entry) unless the machine is in it already. */
+export async function setMachineStatus(
+  db: Db,
+  machine: { model_uuid: string; id: string },
+  state: string,
+  message: string,
+  extra: { bootstrap_key?: null } = {},
+): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    const res = await tx
+      .updateTable('machines')
+      .set({ state, message, ...extra })
+      .where('model_uuid', '=', machine.model_uuid)
+      .where('id', '=', machine.id)
+      .where((eb) => eb.or([eb('state', '!=', state), eb('message', '!=', message)]))
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) {
+      if (extra.bootstrap_key === null) {
+        await tx
+          .updateTable('machines')
+          .set({ bootstrap_key: null })
+          .where('model_uuid', '=', machine.model_uuid)
+          .where('id', '=', machine.id)
+          .execute();
+      }
+      return;
+    }
+    await tx
+      .insertInto('status_history')
+      .values({
+        model_uuid: machine.model_uuid,
+        entity: `machine/${machine.id}`,
+        kind: 'machine',
+        status: state,
+        message,
+        data: null,
+      })
+      .execute();
+  });
+}

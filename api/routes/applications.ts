@@ -352,6 +352,65 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
     },
   );
 
+  /**
+   * remove-unit and remove-application: mark what goes dying (the application too
+   * when it goes), then run stop and remove on each unit.
+   */
+  function startRemoval(
+    user: string,
+    model: ModelRow,
+    r: {
+      kind: 'remove-unit' | 'remove-application';
+      application: string;
+      units: string[];
+      force: boolean;
+      timeoutSeconds: number;
+      summary: string;
+    },
+  ) {
+    const removeApplication = r.kind === 'remove-application';
+    return startOperation(db, temporal, {
+      kind: r.kind,
+      model: model.name,
+      target: removeApplication ? r.application : r.units.join(','),
+      createdBy: user,
+      workflow: 'removeWorkflow',
+      summary: r.summary,
+      params: { force: r.force, timeout: r.timeoutSeconds },
+      args: (operationId) => [
+        {
+          operationId,
+          model: model.name,
+          modelUuid: model.uuid,
+          kind: r.kind,
+          application: r.application,
+          units: r.units,
+          force: r.force,
+          timeoutSeconds: r.timeoutSeconds,
+          removeApplication,
+        },
+      ],
+      intent: async (tx) => {
+        if (removeApplication) {
+          await tx
+            .updateTable('applications')
+            .set({ life: 'dying' })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', r.application)
+            .execute();
+        }
+        if (r.units.length > 0) {
+          await tx
+            .updateTable('units')
+            .set({ life: 'dying' })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', 'in', r.units)
+            .execute();
+        }
+      },
+    });
+  }
+
   app.delete(
     '/models/:model/applications/:app',
     {
@@ -378,41 +437,13 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
           .orderBy('number')
           .execute()
       ).map((u) => u.name);
-      const op = await startOperation(db, temporal, {
+      const op = await startRemoval(req.principal?.user ?? '', model, {
         kind: 'remove-application',
-        model: model.name,
-        target: row.name,
-        createdBy: req.principal?.user ?? '',
-        workflow: 'removeWorkflow',
+        application: row.name,
+        units,
+        force,
+        timeoutSeconds: req.query.timeout,
         summary: `remove application ${row.name}${force ? ' (forced)' : ''}`,
-        params: { force, timeout: req.query.timeout },
-        args: (operationId) => [
-          {
-            operationId,
-            model: model.name,
-            modelUuid: model.uuid,
-            kind: 'remove-application',
-            application: row.name,
-            units,
-            force,
-            timeoutSeconds: req.query.timeout,
-            removeApplication: true,
-          },
-        ],
-        intent: async (tx) => {
-          await tx
-            .updateTable('applications')
-            .set({ life: 'dying' })
-            .where('model_uuid', '=', model.uuid)
-            .where('name', '=', row.name)
-            .execute();
-          await tx
-            .updateTable('units')
-            .set({ life: 'dying' })
-            .where('model_uuid', '=', model.uuid)
-            .where('application', '=', row.name)
-            .execute();
-        },
       });
       return reply.status(202).send({ operation: toOperation(op) });
     },
@@ -449,35 +480,13 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
       if (unit.life !== 'alive' && !force) {
         throw new ConflictError(`unit "${unit.name}" is already being removed (use --force to force it)`);
       }
-      const op = await startOperation(db, temporal, {
+      const op = await startRemoval(req.principal?.user ?? '', model, {
         kind: 'remove-unit',
-        model: model.name,
-        target: unit.name,
-        createdBy: req.principal?.user ?? '',
-        workflow: 'removeWorkflow',
+        application: unit.application,
+        units: [unit.name],
+        force,
+        timeoutSeconds: req.query.timeout,
         summary: `remove unit ${unit.name}${force ? ' (forced)' : ''}`,
-        params: { force, timeout: req.query.timeout },
-        args: (operationId) => [
-          {
-            operationId,
-            model: model.name,
-            modelUuid: model.uuid,
-            kind: 'remove-unit',
-            application: unit.application,
-            units: [unit.name],
-            force,
-            timeoutSeconds: req.query.timeout,
-            removeApplication: false,
-          },
-        ],
-        intent: async (tx) => {
-          await tx
-            .updateTable('units')
-            .set({ life: 'dying' })
-            .where('model_uuid', '=', model.uuid)
-            .where('name', '=', unit.name)
-            .execute();
-        },
       });
       return reply.status(202).send({ operation: toOperation(op) });
     },
