@@ -1,9 +1,12 @@
 // The Temporal worker: runs the bundled workflows and the activities.
+
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { promisify } from 'node:util';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import type { Activities } from '../activities/index.ts';
 
 const workflowsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'workflows');
@@ -29,13 +32,26 @@ export async function workflowBundlePath(cacheDir: string): Promise<string> {
   hash.update(readFileSync(join(workflowsDir, '..', 'package-lock.json')));
   const file = join(cacheDir, `workflows-${hash.digest('hex').slice(0, 16)}.js`);
   if (existsSync(file)) return file;
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: join(workflowsDir, 'index.ts'),
-    logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error },
-  });
   mkdirSync(cacheDir, { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, code);
+  // webpack's memory stays with the process that ran it: bundle in a short-lived child
+  const script = `
+    const { writeFileSync } = await import('node:fs');
+    const { bundleWorkflowCode } = await import('@temporalio/worker');
+    const quiet = () => {};
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: process.argv[1],
+      logger: { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: console.error },
+    });
+    writeFileSync(process.argv[2], code);`;
+  await promisify(execFile)(
+    process.execPath,
+    ['--input-type=module', '-e', script, join(workflowsDir, 'index.ts'), tmp],
+    {
+      cwd: join(workflowsDir, '..'),
+      maxBuffer: 16 * 1024 * 1024,
+    },
+  );
   renameSync(tmp, file);
   return file;
 }
