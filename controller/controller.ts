@@ -17,6 +17,8 @@ import { loadOrCreateControllerKey } from './ssh-identity.ts';
 import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
 import { type RunningWorker, startWorker } from './worker.ts';
 
+const STOP_TIMEOUT_MS = 10_000;
+
 export interface ControllerHandle {
   config: ControllerConfig;
   apiUrl: string;
@@ -87,17 +89,31 @@ export async function startController(config: ControllerConfig, opts: StartOptio
   const say = opts.onProgress ?? (() => {});
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   mkdirSync(p.logs, { recursive: true });
-  const stack: Array<() => Promise<void>> = [];
+  // What was started, stopped in reverse order. A part that does not stop in time
+  // is left behind with a message, so stopping never hangs.
+  const stack: Array<[string, () => Promise<void>]> = [];
   const stopAll = async () => {
     while (stack.length > 0) {
-      const fn = stack.pop()!;
-      await fn().catch((err) => console.error(`charmflow: error while stopping: ${String(err)}`));
+      const [name, fn] = stack.pop()!;
+      say(`stopping the ${name}`);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          console.error(`charmflow: the ${name} did not stop within ${STOP_TIMEOUT_MS / 1000}s; going on`);
+          resolve();
+        }, STOP_TIMEOUT_MS);
+      });
+      await Promise.race([
+        fn().catch((err) => console.error(`charmflow: error stopping the ${name}: ${String(err)}`)),
+        timeout,
+      ]);
+      clearTimeout(timer);
     }
   };
   try {
     say(config.databaseUrl ? 'opening the model store (Postgres)' : 'opening the model store (embedded PGlite)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: p.store });
-    stack.push(() => store.close());
+    stack.push(['model store', () => store.close()]);
     const firstStart = await ensureClouds(store);
     const adminToken = await ensureAdminToken(store, p.adminToken);
 
@@ -114,11 +130,11 @@ export async function startController(config: ControllerConfig, opts: StartOptio
         namespace: config.temporalNamespace,
         headless: opts.headless,
       });
-      stack.push(() => temporal!.stop());
+      stack.push(['Temporal dev server', () => temporal!.stop()]);
       temporalAddress = temporal.address;
     }
     const connection = await Connection.connect({ address: temporalAddress });
-    stack.push(() => connection.close());
+    stack.push(['Temporal client', () => connection.close()]);
     const client = new Client({ connection, namespace: config.temporalNamespace });
     if (config.temporalAddress) await registerSearchAttributes(client, config.temporalNamespace);
 
@@ -127,7 +143,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       say('starting the worker');
       substrates = createSubstrates();
       const made = substrates;
-      stack.push(() => closeSubstrates(made));
+      stack.push(['machine connections', () => closeSubstrates(made)]);
       const activities = createActivities({
         store,
         dataDir: config.dataDir,
@@ -142,7 +158,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
         activities,
         cacheDir: p.cache,
       });
-      stack.push(() => worker.stop());
+      stack.push(['worker', () => worker.stop()]);
     }
 
     const app = await buildApp({
@@ -150,7 +166,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       temporal: { client, taskQueue: config.taskQueue },
       logger: opts.logRequests,
     });
-    stack.push(() => app.close());
+    stack.push(['API', () => app.close()]);
     let apiUrl = `http://${config.apiHost}:${config.apiPort}`;
     if (opts.api !== false) {
       say('starting the API');

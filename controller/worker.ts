@@ -16,7 +16,8 @@ let runtimeInstalled = false;
 function installRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // no shutdownSignals: the controller owns SIGINT/SIGTERM and stops the worker itself, in order
+  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../controller/config.ts';
+import { runUntilSignal } from '../run-until-signal.ts';
 
 // The controller (Temporal worker, store, API server) loads only for the commands that run it,
 // so every other command starts fast.
@@ -15,19 +16,16 @@ export function registerServe(program: Command): void {
       );
       process.exit(2);
     }
-    const handle = await (await loadController()).startController(config, {
-      api: role === 'api',
-      worker: role === 'worker',
-      logRequests: role === 'api',
-      onProgress: (m) => process.stderr.write(`charmflow ${role}: ${m}\n`),
-    });
-    process.stdout.write(`charmflow ${role} ready${role === 'api' ? ` at ${handle.apiUrl}` : ''}\n`);
-    const stop = async () => {
-      await handle.stop();
-      process.exit(0);
-    };
-    process.on('SIGINT', () => void stop());
-    process.on('SIGTERM', () => void stop());
+    await runUntilSignal(
+      async () =>
+        (await loadController()).startController(config, {
+          api: role === 'api',
+          worker: role === 'worker',
+          logRequests: role === 'api',
+          onProgress: (m) => process.stderr.write(`charmflow ${role}: ${m}\n`),
+        }),
+      (handle) => process.stdout.write(`charmflow ${role} ready${role === 'api' ? ` at ${handle.apiUrl}` : ''}\n`),
+    );
   };
   program
     .command('serve-api')

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../controller/config.ts';
+import { runUntilSignal } from '../run-until-signal.ts';
 
 // The controller (Temporal worker, store, API server) loads only for the commands that run it,
 // so every other command starts fast.
@@ -26,36 +27,29 @@ Environment:
     .action(async (opts: { headless?: boolean; quiet?: boolean }) => {
       const started = Date.now();
       const config = loadConfig();
-      const handle = await (await loadController()).startController(config, {
-        headless: opts.headless,
-        logRequests: !opts.quiet,
-        onProgress: (m) => process.stderr.write(`charmflow: ${m}\n`),
-      });
-      const secs = ((Date.now() - started) / 1000).toFixed(1);
-      process.stdout.write(
-        [
-          `charmflow controller is up (${secs}s)`,
-          `  API:          ${handle.apiUrl}/v1`,
-          `  API docs:     ${handle.apiUrl}/docs   (OpenAPI: ${handle.apiUrl}/openapi.json)`,
-          `  Temporal UI:  ${handle.temporalUiUrl ?? `(external cluster at ${handle.temporalAddress})`}`,
-          `  Admin token:  ${handle.adminTokenFile} (readable by its owner only)`,
-          `  Data dir:     ${config.dataDir}`,
-          `  Store:        ${handle.store.kind}`,
-          'Press Ctrl-C to stop.',
-          '',
-        ].join('\n'),
+      await runUntilSignal(
+        async () =>
+          (await loadController()).startController(config, {
+            headless: opts.headless,
+            logRequests: !opts.quiet,
+            onProgress: (m) => process.stderr.write(`charmflow: ${m}\n`),
+          }),
+        (handle) => {
+          const secs = ((Date.now() - started) / 1000).toFixed(1);
+          process.stdout.write(
+            [
+              `charmflow controller is up (${secs}s)`,
+              `  API:          ${handle.apiUrl}/v1`,
+              `  API docs:     ${handle.apiUrl}/docs   (OpenAPI: ${handle.apiUrl}/openapi.json)`,
+              `  Temporal UI:  ${handle.temporalUiUrl ?? `(external cluster at ${handle.temporalAddress})`}`,
+              `  Admin token:  ${handle.adminTokenFile} (readable by its owner only)`,
+              `  Data dir:     ${config.dataDir}`,
+              `  Store:        ${handle.store.kind}`,
+              'Press Ctrl-C to stop.',
+              '',
+            ].join('\n'),
+          );
+        },
       );
-      let stopping = false;
-      const stop = async (sig: string) => {
-        if (stopping) return;
-        stopping = true;
-        process.stderr.write(`charmflow: ${sig}, stopping...\n`);
-        await handle.stop();
-        process.stderr.write('charmflow: stopped\n');
-        process.exit(0);
-      };
-      process.on('SIGINT', () => void stop('SIGINT'));
-      process.on('SIGTERM', () => void stop('SIGTERM'));
-      process.on('SIGHUP', () => void stop('SIGHUP'));
     });
 }
