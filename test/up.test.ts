@@ -125,6 +125,23 @@ describe('charmflow up', () => {
     process.stderr.write(`# up: first start healthy in ${firstMs} ms, restart in ${secondMs} ms\n`);
   });
 
+  test('a signal the moment the API answers (start-up not yet finished) still stops everything', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'cf-up-early-'));
+    dirs.push(dataDir);
+    const env = {
+      CHARMFLOW_DATA_DIR: dataDir,
+      CHARMFLOW_API_PORT: String(await freePort()),
+      CHARMFLOW_TEMPORAL_PORT: String(await freePort()),
+      CHARMFLOW_TEMPORAL_UI_PORT: String(await freePort()),
+    };
+    const up = startUp(env);
+    await waitHealthy(`http://127.0.0.1:${env.CHARMFLOW_API_PORT}`, up);
+    up.child.kill('SIGTERM');
+    const code = await Promise.race([up.exited, new Promise((r) => setTimeout(() => r('timeout'), 30_000))]);
+    assert.equal(code, 0, up.output());
+    assert.deepEqual(processesMentioning(dataDir), []);
+  });
+
   test('with TEMPORAL_ADDRESS and DATABASE_URL it uses them instead of embedded parts', {
     skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
   }, async () => {
