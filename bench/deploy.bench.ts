@@ -49,6 +49,7 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     });
     const charm = (await upload.json()) as { charm: { name: string; revision: number } };
 
+    const handshakesBefore = c.substrates?.ssh.stats().total.handshakes ?? 0;
     const to = Array.from({ length: UNITS }, (_, i) => machines[i % machines.length].id);
     const t0 = performance.now();
     const dep = await c.api('POST', '/v1/models/bench/applications', {
@@ -60,6 +61,7 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     if (dep.status !== 202) throw new Error(`deploy: ${JSON.stringify(dep.body)}`);
     const op = await c.waitOperation(dep.body.operation.id, 600_000);
     const wallMs = performance.now() - t0;
+    const handshakesDuringDeploy = (c.substrates?.ssh.stats().total.handshakes ?? 0) - handshakesBefore;
     if (op.state !== 'succeeded') throw new Error(`deploy failed: ${op.error}`);
 
     const runs = await c.store.db
@@ -112,7 +114,9 @@ export async function deployBench(): Promise<Record<string, number | string>> {
       controller_overhead_ms_p99: Math.round(percentile(overhead, 99) * 10) / 10,
       controller_peak_rss_mb: mb(peakController),
       temporal_dev_server_peak_rss_mb: temporalPid ? mb(peakTemporal) : 'n/a',
+      // add-machine logs in with the user's key, then with the controller's own: 2 per host
       ssh_handshakes_per_host_max: handshakes.length ? Math.max(...handshakes) : 'n/a',
+      ssh_handshakes_during_deploy: handshakesDuringDeploy,
       ssh_handshakes_total: handshakes.length ? handshakes.reduce((a, b) => a + b, 0) : 'n/a',
     };
   } finally {
