@@ -11,6 +11,7 @@ import type { CharmMeta, ConfigOptions } from '../../charm/metadata.ts';
 import type { ConfigValue, ModelRow } from '../../store/schema.ts';
 import { type Db, isUniqueViolation } from '../../store/store.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
 import { Accepted, ErrorBody } from '../schemas.ts';
 
@@ -67,8 +68,7 @@ export const ApplicationConfig = z.object({
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
 async function aliveModel(db: Db, name: string): Promise<ModelRow> {
-  const model = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
-  if (!model) throw new NotFoundError('model', name);
+  const model = await findModel(db, name);
   if (model.life !== 'alive') throw new ConflictError(`model "${name}" is being destroyed`);
   return model;
 }
@@ -240,8 +240,7 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
   );
 
   async function loadApp(modelName: string, appName: string) {
-    const model = await db.selectFrom('models').selectAll().where('name', '=', modelName).executeTakeFirst();
-    if (!model) throw new NotFoundError('model', modelName);
+    const model = await findModel(db, modelName);
     const row = await db
       .selectFrom('applications')
       .selectAll()
@@ -450,8 +449,7 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
   );
 
   async function loadUnit(params: z.infer<typeof UnitParams>) {
-    const model = await db.selectFrom('models').selectAll().where('name', '=', params.model).executeTakeFirst();
-    if (!model) throw new NotFoundError('model', params.model);
+    const model = await findModel(db, params.model);
     const name = `${params.app}/${params.n}`;
     const unit = await db
       .selectFrom('units')

@@ -6,6 +6,7 @@ import type { ExpressionBuilder } from 'kysely';
 import { z } from 'zod';
 import type { Database } from '../../store/schema.ts';
 import { NotFoundError } from '../errors.ts';
+import { findModel } from '../model-lookup.ts';
 import { iso } from '../operation-starter.ts';
 import { ErrorBody } from '../schemas.ts';
 
@@ -116,9 +117,7 @@ export const logRoutes: FastifyPluginAsyncZod = async (app) => {
   const db = app.deps.store.db;
 
   async function modelUuid(name: string): Promise<string> {
-    const model = await db.selectFrom('models').select('uuid').where('name', '=', name).executeTakeFirst();
-    if (!model) throw new NotFoundError('model', name);
-    return model.uuid;
+    return (await findModel(db, name)).uuid;
   }
 
   app.get(

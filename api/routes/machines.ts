@@ -8,6 +8,7 @@ import type { MachineRow, ModelRow } from '../../store/schema.ts';
 import { nextModelSequence } from '../../store/sequences.ts';
 import { isUniqueViolation } from '../../store/store.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
 import { Accepted, ErrorBody } from '../schemas.ts';
 
@@ -97,11 +98,7 @@ export const machineRoutes: FastifyPluginAsyncZod = async (app) => {
   const { store, temporal } = app.deps;
   const db = store.db;
 
-  async function modelNamed(name: string): Promise<ModelRow> {
-    const model = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
-    if (!model) throw new NotFoundError('model', name);
-    return model;
-  }
+  const modelNamed = (name: string): Promise<ModelRow> => findModel(db, name);
 
   app.get(
     '/models/:model/machines',

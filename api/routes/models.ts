@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { ModelRow } from '../../store/schema.ts';
 import { isUniqueViolation } from '../../store/store.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
+import { findModel } from '../model-lookup.ts';
 import { iso, startOperation, toOperation } from '../operation-starter.ts';
 import { Accepted, CreateModelBody, ErrorBody, Model, NameParam } from '../schemas.ts';
 
@@ -44,9 +45,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     '/models/:name',
     { schema: { summary: 'Show a model', tags: ['models'], params: NameParam, response: { 200: Model, ...errors } } },
     async (req) => {
-      const row = await db.selectFrom('models').selectAll().where('name', '=', req.params.name).executeTakeFirst();
-      if (!row) throw new NotFoundError('model', req.params.name);
-      return toModel(row);
+      return toModel(await findModel(db, req.params.name));
     },
   );
 
@@ -102,8 +101,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (req, reply) => {
       const name = req.params.name;
-      const row = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
-      if (!row) throw new NotFoundError('model', name);
+      const row = await findModel(db, name);
       if (row.life !== 'alive') throw new ConflictError(`model "${name}" is already being destroyed`);
       const op = await startOperation(db, temporal, {
         kind: 'destroy-model',

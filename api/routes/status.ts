@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { NotFoundError } from '../errors.ts';
+import { findModel } from '../model-lookup.ts';
 import { iso } from '../operation-starter.ts';
 import { ErrorBody, NameParam } from '../schemas.ts';
 
@@ -80,8 +80,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (req) => {
-      const model = await db.selectFrom('models').selectAll().where('name', '=', req.params.name).executeTakeFirst();
-      if (!model) throw new NotFoundError('model', req.params.name);
+      const model = await findModel(db, req.params.name);
       const [machines, apps, units] = await Promise.all([
         db.selectFrom('machines').selectAll().where('model_uuid', '=', model.uuid).execute(),
         db.selectFrom('applications').selectAll().where('model_uuid', '=', model.uuid).execute(),
