@@ -66,6 +66,8 @@ describe('API', () => {
 
     // the workflow is visible in Temporal with its search attributes
     const handle = c.client.workflow.getHandle(op.workflowId);
+    // the store says succeeded as the workflow's last step; the run closes just after
+    await handle.result();
     const desc = await handle.describe();
     assert.equal(desc.status.name, 'COMPLETED');
     assert.deepEqual(desc.searchAttributes.CharmflowModel, ['prod-1']);

@@ -171,9 +171,10 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     if (outcome.ok) {
       state.queue.shift();
       state.failure = undefined;
+      // the unit's files and records go before anyone is told the remove hook is done
+      if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
       await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
       if (ev.hook === 'remove') {
-        await quick.finishUnitRemoval(ref);
         // tell every other waiter (queued after remove) that the unit is gone
         for (const rest of state.queue) await notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });
         return;
@@ -194,11 +195,9 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       state.queue.shift();
       state.failure = undefined;
       await quick.markHookSkipped(ref, ev.hook);
+      if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
       await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'skipped' });
-      if (ev.hook === 'remove') {
-        await quick.finishUnitRemoval(ref);
-        return;
-      }
+      if (ev.hook === 'remove') return;
     }
   }
 }
