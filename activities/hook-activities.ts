@@ -4,7 +4,8 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { sql } from 'kysely';
-import { charmTarball, readCharmZip } from '../charm/charm-archive.ts';
+import { charmTarball } from '../charm/charm-archive.ts';
+import { getCharm, getCharmInfo } from '../charm/charm-store.ts';
 import { effectiveConfig } from '../charm/config-values.ts';
 import {
   type HookChanges,
@@ -75,13 +76,9 @@ async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
   const key = `${app.charm_name}:${app.charm_revision}`;
   let meta = metaCache.get(key);
   if (!meta) {
-    const charm = await db
-      .selectFrom('charms')
-      .select('metadata')
-      .where('name', '=', app.charm_name)
-      .where('revision', '=', app.charm_revision)
-      .executeTakeFirstOrThrow();
-    meta = charm.metadata as unknown as CharmMeta;
+    const charm = await getCharmInfo(db, app.charm_name, app.charm_revision);
+    if (!charm) throw new Error(`charm ${app.charm_name} revision ${app.charm_revision} is gone`);
+    meta = charm.meta;
     metaCache.set(key, meta);
   }
   return { model: row.model, app, unit: row.unit, machine: row.machine, meta };
@@ -406,13 +403,9 @@ export function createHookActivities(deps: ActivityDeps) {
     async prepareUnit(ref: UnitRef): Promise<void> {
       const world = await loadWorld(db, ref);
       if (!world) return;
-      const charm = await db
-        .selectFrom('charms')
-        .select('archive')
-        .where('name', '=', world.app.charm_name)
-        .where('revision', '=', world.app.charm_revision)
-        .executeTakeFirstOrThrow();
-      const files = await readCharmZip(charm.archive);
+      const charm = await getCharm(db, world.app.charm_name, world.app.charm_revision);
+      if (!charm) throw new Error(`charm ${world.app.charm_name} revision ${world.app.charm_revision} is gone`);
+      const files = charm.files;
       const target = await targetFor(world.machine);
       const paths = unitPaths(world.machine.root_dir, ref.unit);
       const res = await guardMachine(world.machine, () =>

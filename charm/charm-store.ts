@@ -102,15 +102,7 @@ export async function getCharm(db: Db, name: string, revision?: number): Promise
   q = revision === undefined ? q.orderBy('revision', 'desc').limit(1) : q.where('revision', '=', revision);
   const row = await q.executeTakeFirst();
   if (!row) return undefined;
-  return {
-    name: row.name,
-    revision: row.revision,
-    sha256: row.sha256,
-    size: row.size,
-    createdAt: row.created_at,
-    meta: row.metadata as unknown as CharmMeta,
-    files: await readCharmZip(Buffer.from(row.archive)),
-  };
+  return { ...charmInfo(row), files: await readCharmZip(row.archive) };
 }
 
 /** A revision's metadata without its archive; undefined when unknown. */
@@ -125,7 +117,17 @@ export async function getCharmInfo(
     .where('name', '=', name);
   q = revision === undefined ? q.orderBy('revision', 'desc').limit(1) : q.where('revision', '=', revision);
   const row = await q.executeTakeFirst();
-  if (!row) return undefined;
+  return row ? charmInfo(row) : undefined;
+}
+
+function charmInfo(row: {
+  name: string;
+  revision: number;
+  sha256: string;
+  size: number;
+  created_at: Date;
+  metadata: Record<string, unknown>;
+}): Omit<StoredCharm, 'files'> {
   return {
     name: row.name,
     revision: row.revision,

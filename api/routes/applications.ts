@@ -1,6 +1,7 @@
 // Applications and units: deploy, config, remove, resolve.
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { getCharmInfo } from '../../charm/charm-store.ts';
 import {
   ConfigValueError,
   coerceConfigValue,
@@ -74,13 +75,9 @@ async function aliveModel(db: Db, name: string): Promise<ModelRow> {
 }
 
 async function charmMeta(db: Db, name: string, revision: number): Promise<CharmMeta> {
-  const row = await db
-    .selectFrom('charms')
-    .select('metadata')
-    .where('name', '=', name)
-    .where('revision', '=', revision)
-    .executeTakeFirstOrThrow();
-  return row.metadata as unknown as CharmMeta;
+  const charm = await getCharmInfo(db, name, revision);
+  if (!charm) throw new NotFoundError('charm', `${name}:${revision}`);
+  return charm.meta;
 }
 
 /** Typed values for the charm's options; strings from the CLI are coerced. */
