@@ -76,8 +76,9 @@ describe('charmflow up', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  test('starts, serves, stops on SIGTERM with no orphan, and finds its state again', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'cf-up-'));
+  /** A new data dir and free ports for one `up`. */
+  async function freshController(prefix: string) {
+    const dataDir = mkdtempSync(join(tmpdir(), prefix));
     dirs.push(dataDir);
     const env = {
       CHARMFLOW_DATA_DIR: dataDir,
@@ -85,6 +86,11 @@ describe('charmflow up', () => {
       CHARMFLOW_TEMPORAL_PORT: String(await freePort()),
       CHARMFLOW_TEMPORAL_UI_PORT: String(await freePort()),
     };
+    return { dataDir, env };
+  }
+
+  test('starts, serves, stops on SIGTERM with no orphan, and finds its state again', async () => {
+    const { dataDir, env } = await freshController('cf-up-');
     const url = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}`;
     const first = startUp(env);
     const firstMs = await waitHealthy(url, first);
@@ -126,14 +132,7 @@ describe('charmflow up', () => {
   });
 
   test('a signal the moment the API answers (start-up not yet finished) still stops everything', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'cf-up-early-'));
-    dirs.push(dataDir);
-    const env = {
-      CHARMFLOW_DATA_DIR: dataDir,
-      CHARMFLOW_API_PORT: String(await freePort()),
-      CHARMFLOW_TEMPORAL_PORT: String(await freePort()),
-      CHARMFLOW_TEMPORAL_UI_PORT: String(await freePort()),
-    };
+    const { dataDir, env } = await freshController('cf-up-early-');
     const up = startUp(env);
     await waitHealthy(`http://127.0.0.1:${env.CHARMFLOW_API_PORT}`, up);
     up.child.kill('SIGTERM');
