@@ -260,6 +260,11 @@ class LineSplitter {
   }
 }
 
+/** What the machine measured, kept with the run (a replayed result carries the stored figures). */
+function timings(result: HookResult) {
+  return { duration_ms: Math.round(result.durationMs), lock_wait_ms: Math.round(result.lockWaitMs ?? 0) };
+}
+
 const LEVELS = new Set(['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']);
 
 export function createHookActivities(deps: ActivityDeps) {
@@ -452,7 +457,7 @@ export function createHookActivities(deps: ActivityDeps) {
         await db.transaction().execute(async (tx) => {
           const run = await tx
             .updateTable('hook_runs')
-            .set({ exit_code: 0, committed: true, finished_at: sql`now()` })
+            .set({ exit_code: 0, committed: true, finished_at: sql`now()`, ...timings(result) })
             .where('context_id', '=', contextId)
             .where('committed', '=', false)
             .executeTakeFirst();
@@ -467,7 +472,7 @@ export function createHookActivities(deps: ActivityDeps) {
       await db.transaction().execute(async (tx) => {
         await tx
           .updateTable('hook_runs')
-          .set({ exit_code: result.exitCode ?? -1, finished_at: sql`now()` })
+          .set({ exit_code: result.exitCode ?? -1, finished_at: sql`now()`, ...timings(result) })
           .where('context_id', '=', contextId)
           .execute();
         await tx

@@ -2,12 +2,13 @@
 // wall time until all units are active, hooks per second, the controller's
 // overhead per hook (hook wall time minus the same script run over an already
 // open SSH connection), peak memory, and SSH handshakes per host.
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { SshSubstrate } from '../activities/substrates/ssh-substrate.ts';
 import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
 import { startTestController } from '../test/helpers/controller.ts';
-import { mb, percentile, treeRssBytes } from './process-tree.ts';
+import { cpuMs, mb, percentile, systemCpuMs, treeRssBytes } from './process-tree.ts';
 
 const HOSTS = 10;
 const UNITS = 30;
@@ -51,6 +52,7 @@ export async function deployBench(): Promise<Record<string, number | string>> {
 
     const handshakesBefore = c.substrates?.ssh.stats().total.handshakes ?? 0;
     const to = Array.from({ length: UNITS }, (_, i) => machines[i % machines.length].id);
+    const cpu0 = { self: process.cpuUsage(), temporal: temporalPid ? cpuMs(temporalPid) : 0, all: systemCpuMs() };
     const t0 = performance.now();
     const dep = await c.api('POST', '/v1/models/bench/applications', {
       charm: charm.charm.name,
@@ -61,17 +63,26 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     if (dep.status !== 202) throw new Error(`deploy: ${JSON.stringify(dep.body)}`);
     const op = await c.waitOperation(dep.body.operation.id, 600_000);
     const wallMs = performance.now() - t0;
+    const selfCpu = process.cpuUsage(cpu0.self);
+    const cpu = {
+      controller: (selfCpu.user + selfCpu.system) / 1000,
+      temporal: temporalPid ? cpuMs(temporalPid) - cpu0.temporal : 0,
+      all: systemCpuMs() - cpu0.all,
+    };
     const handshakesDuringDeploy = (c.substrates?.ssh.stats().total.handshakes ?? 0) - handshakesBefore;
     if (op.state !== 'succeeded') throw new Error(`deploy failed: ${op.error}`);
 
     const runs = await c.store.db
       .selectFrom('hook_runs')
-      .select(['hook', 'unit', 'started_at', 'finished_at'])
+      .select(['hook', 'unit', 'started_at', 'finished_at', 'lock_wait_ms'])
       .where('finished_at', 'is not', null)
       .execute();
-    const hookMs = runs
-      .filter((r) => r.hook !== 'start')
-      .map((r) => new Date(r.finished_at!).getTime() - new Date(r.started_at).getTime());
+    // a hook's wall time runs from the controller taking it up to its commit, less
+    // the time it queued on the machine lock behind a co-located unit's hook
+    const measured = runs.filter((r) => r.hook !== 'start');
+    const totalMs = measured.map((r) => new Date(r.finished_at!).getTime() - new Date(r.started_at).getTime());
+    const hookMs = measured.map((r, i) => totalMs[i] - (r.lock_wait_ms ?? 0));
+    const lockWait = measured.map((r) => r.lock_wait_ms ?? 0).sort((a, b) => a - b);
 
     // the same script over an already open SSH connection: exec `sh hooks/install`
     // in a unit's charm dir, 200 times, through a warm pool
@@ -109,9 +120,15 @@ export async function deployBench(): Promise<Record<string, number | string>> {
             50,
           ) * 10,
         ) / 10,
+      machine_lock_wait_ms_p50: percentile(lockWait, 50),
+      machine_lock_wait_ms_p99: percentile(lockWait, 99),
       baseline_exec_ms_p50: Math.round(base * 10) / 10,
       controller_overhead_ms_p50: Math.round(percentile(overhead, 50) * 10) / 10,
       controller_overhead_ms_p99: Math.round(percentile(overhead, 99) * 10) / 10,
+      cpu_ms_per_hook_controller: Math.round(cpu.controller / runs.length),
+      cpu_ms_per_hook_temporal: Math.round(cpu.temporal / runs.length),
+      cpu_ms_per_hook_machines_and_rest: Math.round((cpu.all - cpu.controller - cpu.temporal) / runs.length),
+      cpu_busy_percent: Math.round((cpu.all / (wallMs * cpus().length)) * 100),
       controller_peak_rss_mb: mb(peakController),
       temporal_dev_server_peak_rss_mb: temporalPid ? mb(peakTemporal) : 'n/a',
       // add-machine logs in with the user's key, then with the controller's own: 2 per host

@@ -127,7 +127,10 @@ export const HookEvent = z.discriminatedUnion('type', [
     /** True when this execution had already finished before (a retried call): nothing ran again. */
     replayed: z.boolean(),
     timedOut: z.boolean(),
+    /** How long the hook itself ran on the machine. */
     durationMs: z.number(),
+    /** How long it waited for the machine lock (another unit's hook) before that. */
+    lockWaitMs: z.number().optional(),
     /** Last lines of stdout+stderr, for error messages. */
     tail: z.array(z.string()),
     changes: HookChanges,

@@ -89,6 +89,12 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
     opts.namespace,
     '--log-level',
     'warn',
+    // write-ahead log, synced at checkpoints: durable across a crash of any
+    // process, far fewer fsyncs per workflow task than the rollback journal
+    '--sqlite-pragma',
+    'journal_mode=wal',
+    '--sqlite-pragma',
+    'synchronous=normal',
   ];
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
   if (opts.headless) args.push('--headless');

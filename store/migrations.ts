@@ -210,6 +210,12 @@ const m003 = `
 CREATE UNIQUE INDEX machines_ssh_endpoint ON machines (model_uuid, host, port);
 `;
 
+const m004 = `
+-- what the machine reported: the hook's own run time, and its wait for the machine lock
+ALTER TABLE hook_runs ADD COLUMN duration_ms integer;
+ALTER TABLE hook_runs ADD COLUMN lock_wait_ms integer;
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -235,6 +241,11 @@ export const migrations: Record<string, Migration> = {
   '003_machine_ssh_endpoint': {
     async up(db: AnyDb) {
       for (const stmt of statements(m003)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '004_hook_run_timings': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m004)) await sql.raw(stmt).execute(db);
     },
   },
 };

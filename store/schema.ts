@@ -195,6 +195,10 @@ export interface HookRunsTable {
   committed: Def<boolean>;
   started_at: Timestamp;
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The hook's own run time on the machine. */
+  duration_ms: Def<number | null>;
+  /** How long it queued for the machine lock first. */
+  lock_wait_ms: Def<number | null>;
 }
 
 export interface ModelSequencesTable {

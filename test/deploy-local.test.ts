@@ -187,6 +187,36 @@ describe('deploy on the local cloud', () => {
     assert.deepEqual(hooks.slice(-2), ['stop', 'remove']);
   });
 
+  test("units sharing a machine take turns: Juju's machine lock", async () => {
+    const first = await cli('deploy', counterCharm, 'lock-a');
+    assert.equal(first.code, 0, first.stderr);
+    const m = (await status()).applications['lock-a'].units['lock-a/0'].machine as string;
+    // two more units on the same machine, each sleeping 1 s in install
+    const d = await cli('deploy', counterCharm, 'lock-b', '-n', '2', '--to', `${m},${m}`, '--config', 'sleep=1');
+    assert.equal(d.code, 0, d.stderr);
+    const logs = await c.store.db
+      .selectFrom('log_entries')
+      .select(['entity', 'at'])
+      .where('entity', 'in', ['lock-b/0', 'lock-b/1'])
+      .where('message', '=', 'counter: running install')
+      .orderBy('at')
+      .execute();
+    assert.equal(logs.length, 2);
+    const gap = new Date(logs[1].at).getTime() - new Date(logs[0].at).getTime();
+    assert.ok(gap >= 950, `the second install began ${gap} ms after the first, inside its 1 s sleep`);
+    const runs = await c.store.db
+      .selectFrom('hook_runs')
+      .select(['unit', 'lock_wait_ms', 'duration_ms'])
+      .where('unit', 'in', ['lock-b/0', 'lock-b/1'])
+      .where('hook', '=', 'install')
+      .execute();
+    const waits = runs.map((r) => r.lock_wait_ms ?? 0).sort((a, b) => a - b);
+    assert.ok(waits[1] >= 500, `one install waited for the machine lock: ${JSON.stringify(runs)}`);
+    for (const r of runs) assert.ok((r.duration_ms ?? 0) >= 1000, `install ran its 1 s sleep: ${JSON.stringify(r)}`);
+    assert.equal((await cli('remove-application', 'lock-b')).code, 0);
+    assert.equal((await cli('remove-application', 'lock-a')).code, 0);
+  });
+
   test('remove-unit --force always finishes, even with a failing stop hook', async () => {
     const d = await cli('deploy', counterCharm, 'stuck', '--config', 'fail-hook=stop');
     assert.equal(d.code, 0, d.stderr);

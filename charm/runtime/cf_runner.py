@@ -706,6 +706,11 @@ def result_event(exit_code, skipped, timed_out, duration_ms, tail, changes, repl
     }
 
 
+def machine_lock_path(ctx):
+    # <root>/units/<app>-<n> -> <root>/machine.lock
+    return os.path.join(os.path.dirname(os.path.dirname(ctx['unitDir'])), 'machine.lock')
+
+
 def supervise(ctx, hook_dir, run_lock_fd, done_w):
     """In the detached supervisor: run the hook once and record its result."""
     import fcntl
@@ -713,17 +718,26 @@ def supervise(ctx, hook_dir, run_lock_fd, done_w):
     hooks_dir = os.path.dirname(hook_dir)
     unit_lock = os.open(os.path.join(hooks_dir, 'unit.lock'), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(unit_lock, fcntl.LOCK_EX)  # one hook at a time per unit
+    # Juju's machine lock: hooks of units sharing a machine never run at once
+    # (two charms' apt-get would fight over dpkg's lock). Both fds are
+    # close-on-exec, so a daemon a hook leaves behind never holds them.
+    waiting = time.monotonic()
+    machine_lock = os.open(machine_lock_path(ctx), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(machine_lock, fcntl.LOCK_EX)
     rec = Recorder(hook_dir)
     start = time.monotonic()
+    lock_wait_ms = int((start - waiting) * 1000)
     try:
         code, timed_out, skipped = run_hook(ctx, hook_dir, rec)
     except Exception as e:  # a runner bug: still produce a result
         rec.output('stderr', 'charmflow: runner error: %s' % e)
         code, timed_out, skipped = None, False, False
     duration = int((time.monotonic() - start) * 1000)
+    os.close(machine_lock)
     if timed_out:
         rec.output('stderr', 'charmflow: hook timed out after %ss; process group killed' % ctx.get('timeoutSeconds'))
     result = result_event(code, skipped, timed_out, duration, list(rec.tail), build_changes(ctx, hook_dir))
+    result['lockWaitMs'] = lock_wait_ms
     write_atomic(os.path.join(hook_dir, 'result.json'), json_dumps(result).encode('utf-8'))
     os.close(rec.fd)
     os.close(unit_lock)
