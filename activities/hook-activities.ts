@@ -7,13 +7,7 @@ import { sql } from 'kysely';
 import { charmTarball } from '../charm/charm-archive.ts';
 import { getCharm, getCharmInfo } from '../charm/charm-store.ts';
 import { effectiveConfig } from '../charm/config-values.ts';
-import {
-  type HookChanges,
-  HookContext,
-  HookEvent,
-  type HookResult,
-  type RelationSnapshot,
-} from '../charm/hook-protocol.ts';
+import { HookContext, HookEvent, type HookResult, type RelationSnapshot } from '../charm/hook-protocol.ts';
 import type { CharmMeta } from '../charm/metadata.ts';
 import type { ApplicationRow, MachineRow, ModelRow, UnitRow } from '../store/schema.ts';
 import type { Db, Tx } from '../store/store.ts';
@@ -46,10 +40,50 @@ interface UnitWorld {
   unit: UnitRow;
   machine: MachineRow;
   meta: CharmMeta;
+  /** Workload status of every unit of the application (status-get --application). */
+  siblings: Record<string, { status: string; message: string }>;
+  /** Whether the application is in any relation (peers included). */
+  related: boolean;
 }
 
 // Charm revisions never change, so their metadata is read once per process.
 const metaCache = new Map<string, CharmMeta>();
+
+// ...and the tarball shipped to each unit is built once for all units deploying it
+// at the same time: the few most recent revisions, at most 64 MB in all.
+const TARBALL_CACHE_BYTES = 64 * 1024 * 1024;
+const tarballCache = new Map<string, Promise<Buffer>>();
+const tarballSizes = new Map<string, number>();
+
+function charmTarballFor(db: Db, name: string, revision: number): Promise<Buffer> {
+  const key = `${name}:${revision}`;
+  const hit = tarballCache.get(key);
+  if (hit) {
+    tarballCache.delete(key); // most recently used goes last
+    tarballCache.set(key, hit);
+    return hit;
+  }
+  const load = (async () => {
+    const charm = await getCharm(db, name, revision);
+    if (!charm) throw new Error(`charm ${name} revision ${revision} is gone`);
+    return charmTarball(charm.files);
+  })();
+  tarballCache.set(key, load);
+  load.then(
+    (tar) => {
+      tarballSizes.set(key, tar.length);
+      let total = [...tarballSizes.values()].reduce((a, b) => a + b, 0);
+      for (const old of tarballCache.keys()) {
+        if (total <= TARBALL_CACHE_BYTES || old === key) break;
+        total -= tarballSizes.get(old) ?? 0;
+        tarballCache.delete(old);
+        tarballSizes.delete(old);
+      }
+    },
+    () => tarballCache.delete(key),
+  );
+  return load;
+}
 
 /** The unit with its application, model and machine, in one query. */
 async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
@@ -67,6 +101,12 @@ async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
       sql<ApplicationRow>`to_jsonb(a)`.as('app'),
       sql<ModelRow>`to_jsonb(m)`.as('model'),
       sql<MachineRow>`to_jsonb(mc)`.as('machine'),
+      sql<UnitWorld['siblings']>`(
+        SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
+        FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)`.as('siblings'),
+      sql<boolean>`EXISTS (
+        SELECT 1 FROM integration_endpoints ie
+        WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application)`.as('related'),
     ])
     .where('u.model_uuid', '=', ref.modelUuid)
     .where('u.name', '=', ref.unit)
@@ -81,11 +121,20 @@ async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
     meta = charm.meta;
     metaCache.set(key, meta);
   }
-  return { model: row.model, app, unit: row.unit, machine: row.machine, meta };
+  return {
+    model: row.model,
+    app,
+    unit: row.unit,
+    machine: row.machine,
+    meta,
+    siblings: row.siblings ?? {},
+    related: row.related,
+  };
 }
 
 /** Every relation the unit's application is in, with members and data bags. */
 async function loadRelations(db: Db, world: UnitWorld): Promise<RelationSnapshot[]> {
+  if (!world.related) return [];
   const mine = await db
     .selectFrom('integration_endpoints')
     .selectAll()
@@ -144,12 +193,6 @@ function hookEnvRelation(ev: UnitEvent): HookContext['relation'] {
 
 async function buildContext(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string): Promise<HookContext> {
   const paths = unitPaths(world.machine.root_dir, world.unit.name);
-  const siblings = await db
-    .selectFrom('units')
-    .select(['name', 'workload_status', 'workload_message'])
-    .where('model_uuid', '=', world.model.uuid)
-    .where('application', '=', world.app.name)
-    .execute();
   return HookContext.parse({
     contextId,
     kind: 'hook',
@@ -172,81 +215,103 @@ async function buildContext(db: Db, world: UnitWorld, ev: UnitEvent, contextId: 
     ports: world.unit.ports,
     unitStatus: { status: world.unit.workload_status, message: world.unit.workload_message },
     applicationStatus: { status: world.app.status, message: world.app.message },
-    unitStatuses: Object.fromEntries(
-      siblings.map((s) => [s.name, { status: s.workload_status, message: s.workload_message }]),
-    ),
+    unitStatuses: world.siblings,
     charmState: world.unit.charm_state,
   });
 }
 
-function mergeSettings(
-  current: Record<string, string>,
-  changes: Record<string, string | null>,
-): Record<string, string> {
-  const next = { ...current };
+/** A hook's settings writes as a JSON patch: keys to set, keys to delete (empty or null). */
+function settingsPatch(changes: Record<string, string | null>): { set: string; del: string } {
+  const set: Record<string, string> = {};
+  const del: string[] = [];
   for (const [k, v] of Object.entries(changes)) {
-    if (v === null || v === '') delete next[k];
-    else next[k] = v;
+    if (v === null || v === '') del.push(k);
+    else set[k] = v;
   }
-  return next;
+  return { set: JSON.stringify(set), del: JSON.stringify(del) };
 }
 
-/** The commit: everything the hook wrote, in one transaction, only after exit 0. */
-async function commitChanges(tx: Tx, world: UnitWorld, ev: UnitEvent, changes: HookChanges): Promise<void> {
+/** `settings` with a patch applied, in SQL: merged in place, no read first. */
+function patched(column: ReturnType<typeof sql.ref>, changes: Record<string, string | null>) {
+  const { set, del } = settingsPatch(changes);
+  return sql<string>`(coalesce(${column}, '{}'::jsonb) || ${set}::jsonb) - ARRAY(SELECT jsonb_array_elements_text(${del}::jsonb))`;
+}
+
+/**
+ * The commit: everything the hook wrote, atomically, only after exit 0. The run is
+ * marked committed, the unit's state and ports are written and its agent goes idle
+ * in one statement; a retried activity whose first attempt already committed only
+ * sets the agent idle. Leader and relation data, when the hook wrote any, go in the
+ * same transaction.
+ */
+async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string, result: HookResult) {
   const uuid = world.model.uuid;
   const unit = world.unit;
-  const nextState = mergeSettings(unit.charm_state, changes.charmState);
-  // the unit's committed state and its agent going idle, in one statement
-  await sql`
-    WITH changed AS (
-      UPDATE units SET ports = ${JSON.stringify(changes.ports)}::jsonb,
-        charm_state = ${JSON.stringify(nextState)}::jsonb,
-        last_hook = ${ev.hook},
-        installed = installed OR ${ev.hook === 'install'},
-        agent_status = 'idle', agent_message = ''
-      WHERE model_uuid = ${uuid} AND name = ${unit.name}
-      RETURNING 1)
-    INSERT INTO status_history (model_uuid, entity, kind, status, message)
-    SELECT ${uuid}, ${unit.name}, 'agent', 'idle', '' FROM changed`.execute(tx);
-  if (unit.leader && Object.keys(changes.leaderSettings).length > 0) {
-    const app = await tx
-      .selectFrom('applications')
-      .select('leader_settings')
-      .where('model_uuid', '=', uuid)
-      .where('name', '=', world.app.name)
-      .forUpdate()
-      .executeTakeFirstOrThrow();
-    await tx
-      .updateTable('applications')
-      .set({ leader_settings: JSON.stringify(mergeSettings(app.leader_settings, changes.leaderSettings)) })
-      .where('model_uuid', '=', uuid)
-      .where('name', '=', world.app.name)
-      .execute();
+  const changes = result.changes;
+  const { duration_ms, lock_wait_ms } = timings(result);
+  const commitUnit = (conn: Db | Tx) =>
+    sql<{ committed: boolean }>`
+      WITH run AS (
+        UPDATE hook_runs SET exit_code = 0, committed = true, finished_at = now(),
+          duration_ms = ${duration_ms}, lock_wait_ms = ${lock_wait_ms}
+        WHERE context_id = ${contextId} AND committed = false
+        RETURNING 1),
+      changed AS (
+        UPDATE units SET
+          ports = CASE WHEN EXISTS (SELECT 1 FROM run) THEN ${JSON.stringify(changes.ports)}::jsonb ELSE ports END,
+          charm_state = CASE WHEN EXISTS (SELECT 1 FROM run)
+            THEN ${patched(sql.ref('charm_state'), changes.charmState)} ELSE charm_state END,
+          last_hook = ${ev.hook},
+          installed = installed OR ${ev.hook === 'install'},
+          agent_status = 'idle', agent_message = ''
+        WHERE model_uuid = ${uuid} AND name = ${unit.name}
+        RETURNING 1),
+      history AS (
+        INSERT INTO status_history (model_uuid, entity, kind, status, message)
+        SELECT ${uuid}, ${unit.name}, 'agent', 'idle', '' FROM changed
+        RETURNING 1)
+      SELECT EXISTS (SELECT 1 FROM run) AS committed`.execute(conn);
+  const leaderWrites = unit.leader && Object.keys(changes.leaderSettings).length > 0;
+  const relationWrites = Object.keys(changes.relationSettings).length > 0;
+  if (!leaderWrites && !relationWrites) {
+    await commitUnit(db);
+    return;
   }
-  for (const [rid, bag] of Object.entries(changes.relationSettings)) {
-    const integrationId = Number(rid);
-    const writes: [string, Record<string, string | null> | undefined][] = [
-      [unit.name, bag.unit],
-      [world.app.name, unit.leader ? bag.app : undefined],
-    ];
-    for (const [owner, settings] of writes) {
-      if (!settings || Object.keys(settings).length === 0) continue;
-      const row = await tx
-        .selectFrom('relation_data')
-        .select('settings')
-        .where('model_uuid', '=', uuid)
-        .where('integration_id', '=', integrationId)
-        .where('owner', '=', owner)
-        .forUpdate()
-        .executeTakeFirst();
-      const merged = JSON.stringify(mergeSettings(row?.settings ?? {}, settings));
+  await db.transaction().execute(async (tx) => {
+    const { rows } = await commitUnit(tx);
+    if (!rows[0]?.committed) return;
+    if (leaderWrites) {
       await tx
-        .insertInto('relation_data')
-        .values({ model_uuid: uuid, integration_id: integrationId, owner, settings: merged })
-        .onConflict((oc) => oc.columns(['model_uuid', 'integration_id', 'owner']).doUpdateSet({ settings: merged }))
+        .updateTable('applications')
+        .set({ leader_settings: patched(sql.ref('leader_settings'), changes.leaderSettings) })
+        .where('model_uuid', '=', uuid)
+        .where('name', '=', world.app.name)
         .execute();
     }
-  }
+    for (const [rid, bag] of Object.entries(changes.relationSettings)) {
+      const writes: [string, Record<string, string | null> | undefined][] = [
+        [unit.name, bag.unit],
+        [world.app.name, unit.leader ? bag.app : undefined],
+      ];
+      for (const [owner, settings] of writes) {
+        if (!settings || Object.keys(settings).length === 0) continue;
+        await tx
+          .insertInto('relation_data')
+          .values({
+            model_uuid: uuid,
+            integration_id: Number(rid),
+            owner,
+            settings: patched(sql`'{}'::jsonb`, settings),
+          })
+          .onConflict((oc) =>
+            oc
+              .columns(['model_uuid', 'integration_id', 'owner'])
+              .doUpdateSet({ settings: patched(sql.ref('relation_data.settings'), settings) }),
+          )
+          .execute();
+      }
+    }
+  });
 }
 
 /** Splits a byte stream into lines. */
@@ -408,15 +473,13 @@ export function createHookActivities(deps: ActivityDeps) {
     async prepareUnit(ref: UnitRef): Promise<void> {
       const world = await loadWorld(db, ref);
       if (!world) return;
-      const charm = await getCharm(db, world.app.charm_name, world.app.charm_revision);
-      if (!charm) throw new Error(`charm ${world.app.charm_name} revision ${world.app.charm_revision} is gone`);
-      const files = charm.files;
+      const tarball = await charmTarballFor(db, world.app.charm_name, world.app.charm_revision);
       const target = await targetFor(world.machine);
       const paths = unitPaths(world.machine.root_dir, ref.unit);
       const res = await guardMachine(world.machine, () =>
         substrateFor(deps.substrates, target).exec(target, {
           command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
-          stdin: charmTarball(files),
+          stdin: tarball,
           timeoutMs: 120_000,
         }),
       );
@@ -431,40 +494,36 @@ export function createHookActivities(deps: ActivityDeps) {
     async runHook(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
       const world = await loadWorld(db, ref);
       if (!world) return { ok: true, skipped: true, gone: true, message: 'unit removed' };
-      const fresh = await db
-        .insertInto('hook_runs')
-        .values({ context_id: contextId, model_uuid: ref.modelUuid, unit: ref.unit, hook: ev.hook })
-        .onConflict((oc) => oc.column('context_id').doNothing())
-        .returning('context_id')
-        .executeTakeFirst();
-      if (!fresh) {
-        const done = await db
-          .selectFrom('hook_runs')
-          .selectAll()
-          .where('context_id', '=', contextId)
-          .executeTakeFirst();
-        if (done?.finished_at) {
-          // this execution already finished and was recorded: never run a hook twice
-          const ok = done.exit_code === 0;
-          return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
-        }
+      // the run is recorded and the agent marked executing in one statement; a run
+      // recorded as finished by an earlier attempt is reported, never run again
+      const { rows } = await sql<{ finished: boolean; exit_code: number | null }>`
+        WITH run AS (
+          INSERT INTO hook_runs (context_id, model_uuid, unit, hook)
+          VALUES (${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook})
+          ON CONFLICT (context_id) DO NOTHING
+          RETURNING 1),
+        prior AS (
+          SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
+        changed AS (
+          UPDATE units SET agent_status = 'executing', agent_message = ${`running ${ev.hook} hook`}
+          WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
+            AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
+          RETURNING 1),
+        history AS (
+          INSERT INTO status_history (model_uuid, entity, kind, status, message)
+          SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${`running ${ev.hook} hook`} FROM changed
+          RETURNING 1)
+        SELECT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
+          (SELECT exit_code FROM prior) AS exit_code`.execute(db);
+      if (rows[0]?.finished) {
+        const ok = rows[0].exit_code === 0;
+        return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
       }
-      await setAgentStatus(db, ref.modelUuid, ref.unit, 'executing', `running ${ev.hook} hook`);
       const ctx = await buildContext(db, world, ev, contextId);
       const result = await execRunner(world, ctx);
       const ok = result.exitCode === 0 && !result.timedOut;
       if (ok) {
-        await db.transaction().execute(async (tx) => {
-          const run = await tx
-            .updateTable('hook_runs')
-            .set({ exit_code: 0, committed: true, finished_at: sql`now()`, ...timings(result) })
-            .where('context_id', '=', contextId)
-            .where('committed', '=', false)
-            .executeTakeFirst();
-          // a retried activity whose first attempt already committed commits nothing again
-          if (Number(run.numUpdatedRows) === 1) await commitChanges(tx, world, ev, result.changes);
-          else await setAgentStatus(tx, ref.modelUuid, ref.unit, 'idle', '');
-        });
+        await commitRun(db, world, ev, contextId, result);
         return { ok: true, skipped: result.skipped, gone: false, message: '' };
       }
       const reason = result.timedOut ? 'timed out' : `exit code ${result.exitCode}`;

@@ -13,23 +13,15 @@ export async function setWorkloadStatus(
   message: string,
   data: Record<string, unknown> | null = null,
 ): Promise<void> {
-  await db
-    .updateTable('units')
-    .set({ workload_status: status, workload_message: message })
-    .where('model_uuid', '=', modelUuid)
-    .where('name', '=', unit)
-    .execute();
-  await db
-    .insertInto('status_history')
-    .values({
-      model_uuid: modelUuid,
-      entity: unit,
-      kind: 'workload',
-      status,
-      message,
-      data: data ? JSON.stringify(data) : null,
-    })
-    .execute();
+  // one statement: status-set reaches the store while the hook still runs
+  await sql`
+    WITH changed AS (
+      UPDATE units SET workload_status = ${status}, workload_message = ${message}
+      WHERE model_uuid = ${modelUuid} AND name = ${unit}
+      RETURNING 1)
+    INSERT INTO status_history (model_uuid, entity, kind, status, message, data)
+    SELECT ${modelUuid}, ${unit}, 'workload', ${status}, ${message}, ${data ? JSON.stringify(data) : null}::jsonb
+    FROM changed`.execute(db);
 }
 
 export async function setAgentStatus(

@@ -1,45 +1,13 @@
 // Controller foundation figures: time from `charmflow up` to a healthy API (first
 // start and restart), GET /v1/models latency, idle memory of the process tree.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cliPath } from '../test/helpers/cli.ts';
-import { freePort } from '../test/helpers/ports.ts';
+import { controllerEnv, removeDataDir, startUp, stopUp as stop } from './controller-process.ts';
 import { mb, percentile, treeRssBytes } from './process-tree.ts';
 
-async function startUp(env: Record<string, string>): Promise<{ child: ChildProcess; ms: number }> {
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [cliPath, 'up', '--quiet'], {
-    env: { ...process.env, ...env },
-    stdio: 'ignore',
-  });
-  const url = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}/healthz`;
-  while (true) {
-    if (child.exitCode !== null) throw new Error('up exited');
-    try {
-      if ((await fetch(url)).ok) return { child, ms: performance.now() - t0 };
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await done;
-}
-
 export async function controllerBench(): Promise<Record<string, number>> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'cf-bench-'));
-  const env = {
-    CHARMFLOW_DATA_DIR: dataDir,
-    CHARMFLOW_API_PORT: String(await freePort()),
-    CHARMFLOW_TEMPORAL_PORT: String(await freePort()),
-    CHARMFLOW_TEMPORAL_UI_PORT: String(await freePort()),
-  };
+  const env = await controllerEnv();
+  const dataDir = env.CHARMFLOW_DATA_DIR;
   try {
     const first = await startUp(env);
     console.error(`  first start healthy in ${Math.round(first.ms)} ms`);
@@ -80,6 +48,6 @@ export async function controllerBench(): Promise<Record<string, number>> {
       idle_tree_processes: processes,
     };
   } finally {
-    rmSync(dataDir, { recursive: true, force: true });
+    removeDataDir(env);
   }
 }

@@ -56,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `charmflow status | head`: a reader that went away ends the command quietly
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const code = await main(process.argv);
 // `up` keeps running until a signal; everything else exits with its code.
 const longRunning = ['up', 'serve-api', 'worker'];

@@ -80,7 +80,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     taskQueue: opts.taskQueue,
     workflowBundle: { codePath },
     activities: opts.activities,
-    maxConcurrentActivityTaskExecutions: 200,
+    tuner: {
+      tunerOptions: { targetCpuUsage: 0.7, targetMemoryUsage: 0.9 },
+      workflowTaskSlotOptions: { minimumSlots: 2, maximumSlots: 100 },
+      activityTaskSlotOptions: { minimumSlots: 2, maximumSlots: 200 },
+      localActivityTaskSlotOptions: { minimumSlots: 2, maximumSlots: 100 },
+    },
     maxCachedWorkflows: 500,
     shutdownGraceTime: '2 seconds',
   });

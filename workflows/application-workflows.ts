@@ -13,7 +13,6 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { MachineActivities } from '../activities/machine-activities.ts';
-import type { OperationActivities } from '../activities/operation-activities.ts';
 import type { UnitActivities } from '../activities/unit-activities.ts';
 import {
   enqueueSignal,
@@ -24,7 +23,7 @@ import {
   unitAgentWorkflowId,
   unitProgressSignal,
 } from './messages.ts';
-import { type OperationContext, type OperationInput, runOperation } from './operation.ts';
+import { type OperationContext, type OperationInput, operationRecords as ops, runOperation } from './operation.ts';
 import { ApplicationKey } from './search-attributes.ts';
 import { unitAgentWorkflow } from './unit-agent.ts';
 
@@ -35,10 +34,6 @@ const units = proxyActivities<UnitActivities>({
 const machines = proxyActivities<MachineActivities>({
   startToCloseTimeout: '3 minutes',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5 },
-});
-const ops = proxyActivities<OperationActivities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 });
 
 export interface ApplicationOperationInput extends OperationInput {
@@ -162,21 +157,24 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
     await placeUnits(ctx, input, tracker);
     await ctx.step('starting unit agents');
     const self = workflowInfo().workflowId;
-    for (const u of input.units) {
-      const events: UnitEvent[] = [
-        { hook: 'install', notify: self },
-        { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self },
-        { hook: 'config-changed', notify: self },
-        { hook: 'start', notify: self },
-      ];
-      await startChild(unitAgentWorkflow, {
-        workflowId: unitAgentWorkflowId(input.model, u.unit),
-        args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
-      });
-      tracker.set(u.unit, 'queued install');
-    }
+    // every agent starts in the same workflow task: units do not queue behind each other
+    await Promise.all(
+      input.units.map(async (u) => {
+        const events: UnitEvent[] = [
+          { hook: 'install', notify: self },
+          { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self },
+          { hook: 'config-changed', notify: self },
+          { hook: 'start', notify: self },
+        ];
+        await startChild(unitAgentWorkflow, {
+          workflowId: unitAgentWorkflowId(input.model, u.unit),
+          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
+        });
+        tracker.set(u.unit, 'queued install');
+      }),
+    );
     const outcome = await tracker.wait('running install, leader, config-changed and start hooks');
     if (outcome === 'error') {
       throw ApplicationFailure.nonRetryable(
@@ -197,7 +195,7 @@ export async function configWorkflow(input: UnitsInput): Promise<void> {
     const tracker = new UnitTracker(input, input.units, 'config-changed', 'queued config-changed');
     await ctx.step('running config-changed on every unit');
     const self = workflowInfo().workflowId;
-    for (const u of input.units) await signalAgent(input, u, [{ hook: 'config-changed', notify: self }]);
+    await Promise.all(input.units.map((u) => signalAgent(input, u, [{ hook: 'config-changed', notify: self }])));
     const outcome = await tracker.wait('running config-changed');
     if (outcome === 'error') throw ApplicationFailure.nonRetryable(tracker.errorSummary(), 'HookFailed');
   });
@@ -219,19 +217,21 @@ export async function removeWorkflow(input: RemoveInput): Promise<void> {
     const self = workflowInfo().workflowId;
     if (input.units.length > 0) {
       await ctx.step('running stop and remove hooks');
-      for (const u of input.units) {
-        try {
-          await signalAgent(input, u, [
-            { hook: 'stop', notify: self },
-            { hook: 'remove', notify: self },
-          ]);
-        } catch {
-          // no agent (it never started, or it already ended): nothing to run
-          tracker.set(u, 'no agent');
-          await units.forceRemoveUnit(refOf(input, u));
-          tracker.finished.add(u);
-        }
-      }
+      await Promise.all(
+        input.units.map(async (u) => {
+          try {
+            await signalAgent(input, u, [
+              { hook: 'stop', notify: self },
+              { hook: 'remove', notify: self },
+            ]);
+          } catch {
+            // no agent (it never started, or it already ended): nothing to run
+            tracker.set(u, 'no agent');
+            await units.forceRemoveUnit(refOf(input, u));
+            tracker.finished.add(u);
+          }
+        }),
+      );
       // --force gives the hooks a short grace, then removes the units regardless
       const waitSeconds = input.force ? Math.min(input.timeoutSeconds, FORCE_GRACE_SECONDS) : input.timeoutSeconds;
       const outcome = await tracker.wait('removing units', waitSeconds * 1000);

@@ -1,6 +1,11 @@
 // The frame every operation workflow runs in: mark the operation running, do the
 // work, record success or the reason for failure in the model store.
-import { ApplicationFailure, proxyActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  proxyLocalActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import type { OperationActivities } from '../activities/operation-activities.ts';
 import { ApplicationKey, ModelKey, OperationKindKey } from './search-attributes.ts';
 
@@ -11,10 +16,16 @@ export interface OperationInput {
   application?: string;
 }
 
-const ops = proxyActivities<OperationActivities>({
+/**
+ * Operation records are one short write to the model store: local activities,
+ * run by the worker inside the workflow task, so reporting progress costs no
+ * extra round trip through the Temporal server.
+ */
+export const operationRecords = proxyLocalActivities<OperationActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
+const ops = operationRecords;
 
 export interface OperationContext {
   /** Record the step the operation is on; shown by the CLI and in the Temporal UI. */

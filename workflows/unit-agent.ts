@@ -84,13 +84,24 @@ function contextId(state: UnitAgentState): string {
   return `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${state.seq}`;
 }
 
-async function notify(ev: UnitEvent, progress: UnitProgress): Promise<void> {
+// Progress signals in flight. The agent goes on to its next hook without waiting
+// for the server to confirm each one, and waits for them all before it ends or
+// continues as new.
+const inFlight = new Set<Promise<void>>();
+
+function notify(ev: UnitEvent, progress: UnitProgress): void {
   if (!ev.notify) return;
-  try {
-    await getExternalWorkflowHandle(ev.notify).signal(unitProgressSignal, progress);
-  } catch {
-    // the operation already ended; nobody is waiting
-  }
+  const sent: Promise<void> = getExternalWorkflowHandle(ev.notify)
+    .signal(unitProgressSignal, progress)
+    .catch(() => {
+      // the operation already ended; nobody is waiting
+    })
+    .finally(() => inFlight.delete(sent));
+  inFlight.add(sent);
+}
+
+async function notified(): Promise<void> {
+  await Promise.all([...inFlight]);
 }
 
 export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
@@ -130,6 +141,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     }
     const info = workflowInfo();
     if (info.continueAsNewSuggested || info.historyLength > 5_000) {
+      await notified();
       await condition(allHandlersFinished);
       await continueAsNew<typeof unitAgentWorkflow>(state);
     }
@@ -165,7 +177,8 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
 
     if (outcome.gone) {
       // the unit was removed by force underneath us
-      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
+      notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
+      await notified();
       return;
     }
     if (outcome.ok) {
@@ -173,10 +186,11 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       state.failure = undefined;
       // the unit's files and records go before anyone is told the remove hook is done
       if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
-      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
+      notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
       if (ev.hook === 'remove') {
         // tell every other waiter (queued after remove) that the unit is gone
-        for (const rest of state.queue) await notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });
+        for (const rest of state.queue) notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });
+        await notified();
         return;
       }
       continue;
@@ -184,7 +198,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
 
     const attempts = (state.failure?.attempts ?? 0) + 1;
     state.failure = { event: ev, attempts, message: outcome.message };
-    if (attempts === 1) await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'error', message: outcome.message });
+    if (attempts === 1) notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'error', message: outcome.message });
     const delay = retryDelayMs(attempts);
     setCurrentDetails(`${ref.unit}: ${ev.hook} hook failed; retrying in ${Math.round(delay / 1000)}s or on resolve`);
     resolveRequest = null;
@@ -196,8 +210,11 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       state.failure = undefined;
       await quick.markHookSkipped(ref, ev.hook);
       if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
-      await notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'skipped' });
-      if (ev.hook === 'remove') return;
+      notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'skipped' });
+      if (ev.hook === 'remove') {
+        await notified();
+        return;
+      }
     }
   }
 }

@@ -1,0 +1,85 @@
+// A controller as users run it: `charmflow up` in a process of its own, with a
+// fresh data dir and free ports.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cliPath } from '../test/helpers/cli.ts';
+import { freePort } from '../test/helpers/ports.ts';
+
+export interface ControllerEnv extends Record<string, string> {
+  CHARMFLOW_DATA_DIR: string;
+  CHARMFLOW_API_PORT: string;
+}
+
+export async function controllerEnv(): Promise<ControllerEnv> {
+  return {
+    CHARMFLOW_DATA_DIR: mkdtempSync(join(tmpdir(), 'cf-bench-')),
+    CHARMFLOW_API_PORT: String(await freePort()),
+    CHARMFLOW_TEMPORAL_PORT: String(await freePort()),
+    CHARMFLOW_TEMPORAL_UI_PORT: String(await freePort()),
+  };
+}
+
+export function removeDataDir(env: ControllerEnv): void {
+  rmSync(env.CHARMFLOW_DATA_DIR, { recursive: true, force: true });
+}
+
+/** Starts `charmflow up` and waits for a healthy API; ms is the time that took. */
+export async function startUp(env: ControllerEnv, args: string[] = []): Promise<{ child: ChildProcess; ms: number }> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [cliPath, 'up', '--quiet', ...args], {
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+  });
+  const url = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}/healthz`;
+  while (true) {
+    if (child.exitCode !== null) throw new Error('up exited');
+    try {
+      if ((await fetch(url)).ok) return { child, ms: performance.now() - t0 };
+    } catch {
+      // not yet
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export async function stopUp(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await done;
+}
+
+/** A small API client with the controller's admin token. */
+export function apiClient(env: ControllerEnv) {
+  const base = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}`;
+  const token = readFileSync(join(env.CHARMFLOW_DATA_DIR, 'admin-token'), 'utf8').trim();
+  const headers = { authorization: `Bearer ${token}` };
+  async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const r = await fetch(`${base}${path}`, {
+      method,
+      headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: r.status, body: await r.json() };
+  }
+  async function upload(path: string, bytes: Buffer) {
+    const r = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/octet-stream' },
+      body: new Uint8Array(bytes),
+    });
+    return { status: r.status, body: await r.json() };
+  }
+  async function waitOperation(id: number, timeoutMs = 60_000) {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { body } = await api('GET', `/v1/operations/${id}`);
+      if (['succeeded', 'failed', 'cancelled'].includes(body.state)) return body;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`operation ${id} did not end within ${timeoutMs} ms`);
+  }
+  return { base, headers, api, upload, waitOperation };
+}
