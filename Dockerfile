@@ -7,11 +7,13 @@ RUN apt-get update \
 WORKDIR /opt/charmflow
 ENV CHARMFLOW_SKIP_TEMPORAL_CLI=1 \
     CHARMFLOW_DATA_DIR=/var/lib/charmflow \
-    NODE_ENV=production
+    NODE_ENV=production \
+    NODE_OPTIONS=--max-semi-space-size=4
 COPY package.json package-lock.json ./
 COPY scripts ./scripts
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY . .
+RUN node scripts/build.js
 RUN useradd --system --home /var/lib/charmflow charmflow && mkdir -p /var/lib/charmflow && chown charmflow /var/lib/charmflow
 USER charmflow
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "bin/charmflow.js"]

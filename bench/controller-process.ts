@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cliPath } from '../test/helpers/cli.ts';
+import { cliPath, projectRoot } from '../test/helpers/cli.ts';
 import { freePort } from '../test/helpers/ports.ts';
 
 export interface ControllerEnv extends Record<string, string> {
@@ -25,10 +25,19 @@ export function removeDataDir(env: ControllerEnv): void {
   rmSync(env.CHARMFLOW_DATA_DIR, { recursive: true, force: true });
 }
 
+/** The node flags `npm start` runs the controller with, from package.json. */
+function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8'));
+  const m = /node ((?:--\S+ )*)bin\/charmflow\.js up/.exec(pkg.scripts.start);
+  if (!m) throw new Error(`cannot read the controller's node flags from "npm start": ${pkg.scripts.start}`);
+  return m[1].split(' ').filter(Boolean);
+}
+
 /** Starts `charmflow up` and waits for a healthy API; ms is the time that took. */
 export async function startUp(env: ControllerEnv, args: string[] = []): Promise<{ child: ChildProcess; ms: number }> {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [cliPath, 'up', '--quiet', ...args], {
+  const flags = startFlags();
+  const child = spawn(process.execPath, [...flags, cliPath, 'up', '--quiet', ...args], {
     env: { ...process.env, ...env },
     stdio: 'ignore',
   });

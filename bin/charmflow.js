@@ -1,7 +1,11 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The `charmflow` command. Runs dist/main.js (built by `npm install` and
 // `npm start`, see scripts/build.js) when it is newer than every TypeScript
 // source, else the sources themselves through tsx's loader.
+//
+// --max-semi-space-size=4 (MB; `npm start` and the image pass it too): V8's young
+// generation stays small, which keeps a busy controller's resident memory about
+// 60 MB lower for a little more garbage collection.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';

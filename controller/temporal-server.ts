@@ -95,6 +95,10 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
     'journal_mode=wal',
     '--sqlite-pragma',
     'synchronous=normal',
+    // an activity scheduled by a workflow task goes straight back to the worker
+    // that completed it, skipping a round through the task queue
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
   ];
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
   if (opts.headless) args.push('--headless');
