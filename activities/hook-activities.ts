@@ -85,33 +85,31 @@ function charmTarballFor(db: Db, name: string, revision: number): Promise<Buffer
   return load;
 }
 
-/** The unit with its application, model and machine, in one query. */
-async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
-  const row = await db
-    .selectFrom('units as u')
-    .innerJoin('applications as a', (j) =>
-      j.onRef('a.model_uuid', '=', 'u.model_uuid').onRef('a.name', '=', 'u.application'),
-    )
-    .innerJoin('models as m', 'm.uuid', 'u.model_uuid')
-    .innerJoin('machines as mc', (j) =>
-      j.onRef('mc.model_uuid', '=', 'u.model_uuid').onRef('mc.id', '=', 'u.machine_id'),
-    )
-    .select(() => [
-      sql<UnitRow>`to_jsonb(u)`.as('unit'),
-      sql<ApplicationRow>`to_jsonb(a)`.as('app'),
-      sql<ModelRow>`to_jsonb(m)`.as('model'),
-      sql<MachineRow>`to_jsonb(mc)`.as('machine'),
-      sql<UnitWorld['siblings']>`(
-        SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
-        FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)`.as('siblings'),
-      sql<boolean>`EXISTS (
-        SELECT 1 FROM integration_endpoints ie
-        WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application)`.as('related'),
-    ])
-    .where('u.model_uuid', '=', ref.modelUuid)
-    .where('u.name', '=', ref.unit)
-    .executeTakeFirst();
-  if (!row) return null;
+interface WorldRow {
+  unit: UnitRow;
+  app: ApplicationRow;
+  model: ModelRow;
+  machine: MachineRow;
+  siblings: UnitWorld['siblings'] | null;
+  related: boolean;
+}
+
+/** The unit with its application, model and machine, its siblings' status and whether it has relations. */
+function worldQuery(ref: UnitRef) {
+  return sql`
+    SELECT to_jsonb(u) AS unit, to_jsonb(a) AS app, to_jsonb(m) AS model, to_jsonb(mc) AS machine,
+      (SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
+        FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application) AS siblings,
+      EXISTS (SELECT 1 FROM integration_endpoints ie
+        WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application) AS related
+    FROM units u
+    JOIN applications a ON a.model_uuid = u.model_uuid AND a.name = u.application
+    JOIN models m ON m.uuid = u.model_uuid
+    JOIN machines mc ON mc.model_uuid = u.model_uuid AND mc.id = u.machine_id
+    WHERE u.model_uuid = ${ref.modelUuid} AND u.name = ${ref.unit}`;
+}
+
+async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
   const app = row.app;
   const key = `${app.charm_name}:${app.charm_revision}`;
   let meta = metaCache.get(key);
@@ -130,6 +128,11 @@ async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
     siblings: row.siblings ?? {},
     related: row.related,
   };
+}
+
+async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
+  const { rows } = await sql<WorldRow>`${worldQuery(ref)}`.execute(db);
+  return rows[0] ? toWorld(db, rows[0]) : null;
 }
 
 /** Every relation the unit's application is in, with members and data bags. */
@@ -492,33 +495,38 @@ export function createHookActivities(deps: ActivityDeps) {
     },
 
     async runHook(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
-      const world = await loadWorld(db, ref);
-      if (!world) return { ok: true, skipped: true, gone: true, message: 'unit removed' };
-      // the run is recorded and the agent marked executing in one statement; a run
-      // recorded as finished by an earlier attempt is reported, never run again
-      const { rows } = await sql<{ finished: boolean; exit_code: number | null }>`
-        WITH run AS (
+      // One statement reads the unit's world, records the run and marks the agent
+      // executing. A run an earlier attempt recorded as finished is reported as it
+      // ended, never run again; a unit that is gone records nothing.
+      const executing = `running ${ev.hook} hook`;
+      const { rows } = await sql<WorldRow & { finished: boolean; exit_code: number | null }>`
+        WITH world AS (${worldQuery(ref)}),
+        run AS (
           INSERT INTO hook_runs (context_id, model_uuid, unit, hook)
-          VALUES (${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook})
+          SELECT ${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook} WHERE EXISTS (SELECT 1 FROM world)
           ON CONFLICT (context_id) DO NOTHING
           RETURNING 1),
         prior AS (
           SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
         changed AS (
-          UPDATE units SET agent_status = 'executing', agent_message = ${`running ${ev.hook} hook`}
+          UPDATE units SET agent_status = 'executing', agent_message = ${executing}
           WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
             AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
           RETURNING 1),
         history AS (
           INSERT INTO status_history (model_uuid, entity, kind, status, message)
-          SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${`running ${ev.hook} hook`} FROM changed
+          SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${executing} FROM changed
           RETURNING 1)
-        SELECT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
-          (SELECT exit_code FROM prior) AS exit_code`.execute(db);
-      if (rows[0]?.finished) {
-        const ok = rows[0].exit_code === 0;
+        SELECT world.*, EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
+          (SELECT exit_code FROM prior) AS exit_code
+        FROM world`.execute(db);
+      const row = rows[0];
+      if (!row) return { ok: true, skipped: true, gone: true, message: 'unit removed' };
+      if (row.finished) {
+        const ok = row.exit_code === 0;
         return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
       }
+      const world = await toWorld(db, row);
       const ctx = await buildContext(db, world, ev, contextId);
       const result = await execRunner(world, ctx);
       const ok = result.exitCode === 0 && !result.timedOut;
