@@ -36,7 +36,8 @@ function startFlags(): string[] {
 /** Starts `charmflow up` and waits for a healthy API; ms is the time that took. */
 export async function startUp(env: ControllerEnv, args: string[] = []): Promise<{ child: ChildProcess; ms: number }> {
   const t0 = performance.now();
-  const flags = startFlags();
+  // extra flags for the controller, e.g. CHARMFLOW_BENCH_NODE_FLAGS=--cpu-prof to profile it
+  const flags = [...startFlags(), ...(process.env.CHARMFLOW_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   const child = spawn(process.execPath, [...flags, cliPath, 'up', '--quiet', ...args], {
     env: { ...process.env, ...env },
     stdio: 'ignore',

@@ -132,6 +132,8 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     return {
       hosts: HOSTS,
       units: UNITS,
+      // the controller's bound on concurrent activities, as `up` was given it
+      max_concurrent_activities: process.env.CHARMFLOW_MAX_CONCURRENT_ACTIVITIES || 'as CPU allows (<= 200)',
       wall_time_until_all_active_s: round1(wallMs / 1000),
       hooks_run: runs.length,
       hooks_per_second: round1(runs.length / (wallMs / 1000)),

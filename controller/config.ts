@@ -17,6 +17,11 @@ export interface ControllerConfig {
   databaseUrl?: string;
   /** First loopback address octet range for local machines: 127.0.<base>.N */
   localAddressBase: number;
+  /**
+   * At most this many activities (hooks, provisioning) at once in this worker. Unset:
+   * as many as the host's CPU allows (Temporal's resource-based tuner), up to 200.
+   */
+  maxConcurrentActivities?: number;
 }
 
 function int(name: string, fallback: number): number {
@@ -24,6 +29,16 @@ function int(name: string, fallback: number): number {
   if (raw === undefined || raw === '') return fallback;
   const n = Number.parseInt(raw, 10);
   if (!Number.isInteger(n) || n <= 0 || n > 65535) throw new Error(`${name} must be a port number, got "${raw}"`);
+  return n;
+}
+
+function count(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 10_000) {
+    throw new Error(`${name} must be a whole number from 1 to 10000, got "${raw}"`);
+  }
   return n;
 }
 
@@ -45,6 +60,7 @@ export function loadConfig(overrides: Partial<ControllerConfig> = {}): Controlle
     taskQueue: env.CHARMFLOW_TASK_QUEUE || 'charmflow',
     databaseUrl: env.DATABASE_URL || undefined,
     localAddressBase: int('CHARMFLOW_LOCAL_NET', 0),
+    maxConcurrentActivities: count('CHARMFLOW_MAX_CONCURRENT_ACTIVITIES'),
     ...overrides,
   };
 }

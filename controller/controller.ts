@@ -157,6 +157,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
         taskQueue: config.taskQueue,
         activities,
         cacheDir: p.cache,
+        maxConcurrentActivities: config.maxConcurrentActivities,
       });
       stack.push(['worker', () => worker.stop()]);
     }

@@ -6,7 +6,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'no
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  ResourceBasedController,
+  Runtime,
+  Worker,
+  type WorkerTuner,
+} from '@temporalio/worker';
 import type { Activities } from '../activities/index.ts';
 
 const workflowsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'workflows');
@@ -63,6 +70,26 @@ export interface WorkerOptions {
   taskQueue: string;
   activities: Activities;
   cacheDir: string;
+  /** A fixed bound on concurrent activities; unset, the host's CPU decides (up to 200). */
+  maxConcurrentActivities?: number;
+}
+
+/**
+ * Task slots are handed out while the host's CPU stays under 70%, so a burst of
+ * hooks cannot starve the API, the dev server or units on the local cloud; hooks
+ * waiting on remote machines cost no CPU and do not hold others back. An operator
+ * may bound activities to a fixed number instead (CHARMFLOW_MAX_CONCURRENT_ACTIVITIES).
+ */
+function workerTuner(maxActivities: number | undefined): WorkerTuner {
+  const controller = ResourceBasedController.create({ targetCpuUsage: 0.7, targetMemoryUsage: 0.9 });
+  const byResources = (minimumSlots: number, maximumSlots: number) =>
+    ({ type: 'resource-based', controller, minimumSlots, maximumSlots }) as const;
+  return {
+    workflowTaskSlotSupplier: byResources(2, 100),
+    activityTaskSlotSupplier: maxActivities ? { type: 'fixed-size', numSlots: maxActivities } : byResources(2, 200),
+    localActivityTaskSlotSupplier: byResources(2, 100),
+    nexusTaskSlotSupplier: { type: 'fixed-size', numSlots: 1 },
+  };
 }
 
 export interface RunningWorker {
@@ -80,12 +107,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     taskQueue: opts.taskQueue,
     workflowBundle: { codePath },
     activities: opts.activities,
-    tuner: {
-      tunerOptions: { targetCpuUsage: 0.7, targetMemoryUsage: 0.9 },
-      workflowTaskSlotOptions: { minimumSlots: 2, maximumSlots: 100 },
-      activityTaskSlotOptions: { minimumSlots: 2, maximumSlots: 200 },
-      localActivityTaskSlotOptions: { minimumSlots: 2, maximumSlots: 100 },
-    },
+    tuner: workerTuner(opts.maxConcurrentActivities),
     maxCachedWorkflows: 500,
     shutdownGraceTime: '2 seconds',
   });
