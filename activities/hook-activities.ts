@@ -34,7 +34,7 @@ export interface HookOutcome {
   message: string;
 }
 
-interface UnitWorld {
+export interface UnitWorld {
   model: ModelRow;
   app: ApplicationRow;
   unit: UnitRow;
@@ -247,7 +247,7 @@ function patched(column: ReturnType<typeof sql.ref>, changes: Record<string, str
  * sets the agent idle. Leader and relation data, when the hook wrote any, go in the
  * same transaction.
  */
-async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string, result: HookResult) {
+export async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string, result: HookResult) {
   const uuid = world.model.uuid;
   const unit = world.unit;
   const changes = result.changes;
