@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath, projectRoot } from '../test/helpers/cli.ts';
 import { freePort } from '../test/helpers/ports.ts';
+import { waitOperationEnd } from '../test/helpers/wait.ts';
 
 export interface ControllerEnv extends Record<string, string> {
   CHARMFLOW_DATA_DIR: string;
@@ -82,14 +83,6 @@ export function apiClient(env: ControllerEnv) {
     });
     return { status: r.status, body: await r.json() };
   }
-  async function waitOperation(id: number, timeoutMs = 60_000) {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const { body } = await api('GET', `/v1/operations/${id}`);
-      if (['succeeded', 'failed', 'cancelled'].includes(body.state)) return body;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`operation ${id} did not end within ${timeoutMs} ms`);
-  }
+  const waitOperation = (id: number, timeoutMs = 60_000) => waitOperationEnd((path) => api('GET', path), id, timeoutMs);
   return { base, headers, api, upload, waitOperation };
 }

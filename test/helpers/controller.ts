@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../controller/config.ts';
 import { type ControllerHandle, startController } from '../../controller/controller.ts';
 import { freePort } from './ports.ts';
+import { waitOperationEnd } from './wait.ts';
 
 export interface TestController extends ControllerHandle {
   dataDir: string;
@@ -49,15 +50,7 @@ export async function startTestController(opts: TestControllerOptions = {}): Pro
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
   };
-  const waitOperation = async (id: number, timeoutMs = 60_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const { body } = await api('GET', `/v1/operations/${id}`);
-      if (['succeeded', 'failed', 'cancelled'].includes(body.state)) return body;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`operation ${id} did not end within ${timeoutMs} ms`);
-  };
+  const waitOperation = (id: number, timeoutMs = 60_000) => waitOperationEnd((path) => api('GET', path), id, timeoutMs);
   return {
     ...handle,
     dataDir,

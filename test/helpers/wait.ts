@@ -30,3 +30,18 @@ export async function httpText(url: string, timeoutMs = 3000): Promise<string | 
     return null;
   }
 }
+
+/** Polls an operation through the API every 100 ms until it ends; resolves to its last view. */
+export async function waitOperationEnd(
+  get: (path: string) => Promise<{ body: { state: string } }>,
+  id: number,
+  timeoutMs = 60_000,
+): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const { body } = await get(`/v1/operations/${id}`);
+    if (['succeeded', 'failed', 'cancelled'].includes(body.state)) return body;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`operation ${id} did not end within ${timeoutMs} ms`);
+}
