@@ -187,6 +187,23 @@ describe('deploy on the local cloud', () => {
     assert.deepEqual(hooks.slice(-2), ['stop', 'remove']);
   });
 
+  test("a running deploy shows each unit's current hook live, then done", async () => {
+    const d = await cli('deploy', counterCharm, 'slow', '--config', 'sleep=2', '--no-wait');
+    assert.equal(d.code, 0, d.stderr);
+    const ops = (await c.api('GET', '/v1/operations?limit=1')).body.operations;
+    const id = ops[0].id as number;
+    // the install hook sleeps 2 s: the operation shows it running, not just queued
+    const running = await waitFor('install shown running', async () => {
+      const op = (await c.api('GET', `/v1/operations/${id}`)).body;
+      return op.progress?.units?.['slow/0'] === 'running install hook' ? op : null;
+    });
+    assert.equal(running.state, 'running');
+    const done = await c.waitOperation(id, 60_000);
+    assert.equal(done.state, 'succeeded');
+    assert.equal(done.progress.units['slow/0'], 'done');
+    assert.equal((await cli('remove-application', 'slow')).code, 0);
+  });
+
   test("units sharing a machine take turns: Juju's machine lock", async () => {
     const first = await cli('deploy', counterCharm, 'lock-a');
     assert.equal(first.code, 0, first.stderr);

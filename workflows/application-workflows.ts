@@ -160,10 +160,11 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
     // every agent starts in the same workflow task: units do not queue behind each other
     await Promise.all(
       input.units.map(async (u) => {
+        // told of every failure, and of success only at the end (start)
         const events: UnitEvent[] = [
-          { hook: 'install', notify: self },
-          { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self },
-          { hook: 'config-changed', notify: self },
+          { hook: 'install', notify: self, quiet: true },
+          { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self, quiet: true },
+          { hook: 'config-changed', notify: self, quiet: true },
           { hook: 'start', notify: self },
         ];
         await startChild(unitAgentWorkflow, {
@@ -221,7 +222,7 @@ export async function removeWorkflow(input: RemoveInput): Promise<void> {
         input.units.map(async (u) => {
           try {
             await signalAgent(input, u, [
-              { hook: 'stop', notify: self },
+              { hook: 'stop', notify: self, quiet: true },
               { hook: 'remove', notify: self },
             ]);
           } catch {

@@ -14,6 +14,12 @@ export interface UnitEvent {
   hook: string;
   /** Workflow id of the operation to tell when this event is done (or failed). */
   notify?: string;
+  /**
+   * Tell `notify` only if the hook fails or the unit goes, not when it succeeds:
+   * an operation's intermediate hooks cost no signal (the API shows them live from
+   * the unit's hook runs), only its last one and failures do.
+   */
+  quiet?: boolean;
   relationId?: number;
   remoteUnit?: string;
   remoteApp?: string;

@@ -186,7 +186,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       state.failure = undefined;
       // the unit's files and records go before anyone is told the remove hook is done
       if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
-      notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
+      if (!ev.quiet) notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
       if (ev.hook === 'remove') {
         // tell every other waiter (queued after remove) that the unit is gone
         for (const rest of state.queue) notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });

@@ -1,8 +1,44 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import type { OperationRow } from '../../store/schema.ts';
+import type { Db } from '../../store/store.ts';
 import { NotFoundError } from '../errors.ts';
 import { toOperation } from '../operation-starter.ts';
 import { ErrorBody, IdParam, Operation, OperationsQuery } from '../schemas.ts';
+
+/** A unit's state in an operation that needs nothing more from it. */
+const settled = (state: string) =>
+  state === 'done' || state === 'no agent' || state.startsWith('error') || state.startsWith('removed');
+
+/**
+ * A running operation's per-unit progress, live. The workflow records milestones
+ * (a unit's last hook done, a failure, a removal); the hooks in between are read
+ * from the units' hook runs since the operation began, so following them costs no
+ * workflow signal per hook.
+ */
+async function withLiveUnits(db: Db, row: OperationRow, op: Operation): Promise<Operation> {
+  const units = (op.progress as { units?: Record<string, string> }).units;
+  if (row.state !== 'running' || !row.model_name || !units) return op;
+  const open = Object.keys(units).filter((u) => !settled(units[u]));
+  if (open.length === 0) return op;
+  const runs = await db
+    .selectFrom('hook_runs as r')
+    .innerJoin('models as m', 'm.uuid', 'r.model_uuid')
+    .distinctOn('r.unit')
+    .select(['r.unit', 'r.hook', 'r.finished_at', 'r.exit_code'])
+    .where('m.name', '=', row.model_name)
+    .where('r.unit', 'in', open)
+    .where('r.started_at', '>=', row.created_at)
+    .orderBy('r.unit')
+    .orderBy('r.started_at', 'desc')
+    .execute();
+  const live = { ...units };
+  for (const r of runs) {
+    live[r.unit] =
+      r.finished_at === null ? `running ${r.hook} hook` : r.exit_code === 0 ? `${r.hook} done` : `${r.hook} failed`;
+  }
+  return { ...op, progress: { ...op.progress, units: live } };
+}
 
 export const operationRoutes: FastifyPluginAsyncZod = async (app) => {
   const db = app.deps.store.db;
@@ -38,7 +74,7 @@ export const operationRoutes: FastifyPluginAsyncZod = async (app) => {
     async (req) => {
       const row = await db.selectFrom('operations').selectAll().where('id', '=', req.params.id).executeTakeFirst();
       if (!row) throw new NotFoundError('operation', String(req.params.id));
-      return toOperation(row);
+      return withLiveUnits(db, row, toOperation(row));
     },
   );
 };
