@@ -227,9 +227,25 @@ export function createMachineActivities(deps: ActivityDeps) {
 
   return {
     /** A new local sandbox machine (pending); returns its id. */
-    async allocateLocalMachine(modelName: string): Promise<string> {
+    /**
+     * A new machine on the local cloud. With `forUnit` the unit is placed on it in the
+     * same transaction, and a retry (the first attempt committed, its answer was
+     * lost) returns the machine the unit already has instead of making another.
+     */
+    async allocateLocalMachine(modelName: string, forUnit?: string): Promise<string> {
       const model = await modelByName(modelName);
       return db.transaction().execute(async (tx) => {
+        if (forUnit !== undefined) {
+          const unit = await tx
+            .selectFrom('units')
+            .select('machine_id')
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', forUnit)
+            .forUpdate()
+            .executeTakeFirst();
+          if (!unit) throw ApplicationFailure.nonRetryable(`unit ${forUnit} not found`, 'NotFound');
+          if (unit.machine_id !== null) return unit.machine_id;
+        }
         const id = String(await nextModelSequence(tx, model.uuid, 'machine'));
         let address: string | undefined;
         while (address === undefined) {
@@ -253,6 +269,14 @@ export function createMachineActivities(deps: ActivityDeps) {
             state: 'pending',
           })
           .execute();
+        if (forUnit !== undefined) {
+          await tx
+            .updateTable('units')
+            .set({ machine_id: id, agent_status: 'allocating', agent_message: '' })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', forUnit)
+            .execute();
+        }
         return id;
       });
     },

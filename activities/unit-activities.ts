@@ -1,4 +1,4 @@
-// Unit bookkeeping around the hooks: placement, forced removal, application removal.
+// Unit bookkeeping around the hooks: forced removal, application removal.
 import type { UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
 import { deleteUnit } from './hook-activities.ts';
@@ -9,15 +9,6 @@ import { shellQuote } from './substrates/machine-shell.ts';
 export function createUnitActivities(deps: ActivityDeps) {
   const db = deps.store.db;
   return {
-    async assignUnitMachine(ref: UnitRef, machineId: string): Promise<void> {
-      await db
-        .updateTable('units')
-        .set({ machine_id: machineId, agent_status: 'allocating', agent_message: '' })
-        .where('model_uuid', '=', ref.modelUuid)
-        .where('name', '=', ref.unit)
-        .execute();
-    },
-
     /**
      * `--force`: the unit goes whatever state it or its machine is in. Its files
      * are removed when the machine answers; the records are removed regardless.

@@ -442,4 +442,23 @@ describe('local machines (activities)', () => {
     await acts.removeMachine(model, b, false);
     assert.equal(await row(b), undefined);
   });
+
+  test('allocating for a unit places it; a retried allocation returns the same machine', async () => {
+    await store.db
+      .insertInto('units')
+      .values({ model_uuid: modelUuid, name: 'web/1', application: 'web', number: 1 })
+      .execute();
+    const count = async () =>
+      (await store.db.selectFrom('machines').select('id').where('model_uuid', '=', modelUuid).execute()).length;
+    const before = await count();
+    const first = await acts.allocateLocalMachine(model, 'web/1');
+    const retried = await acts.allocateLocalMachine(model, 'web/1');
+    assert.equal(retried, first);
+    assert.equal(await count(), before + 1, 'one machine, however often the activity runs');
+    const unit = await store.db.selectFrom('units').selectAll().where('name', '=', 'web/1').executeTakeFirstOrThrow();
+    assert.equal(unit.machine_id, first);
+    assert.equal(unit.agent_status, 'allocating');
+    await assert.rejects(acts.allocateLocalMachine(model, 'ghost/0'), /unit ghost\/0 not found/);
+    assert.equal(await count(), before + 1);
+  });
 });

@@ -134,8 +134,7 @@ async function placeUnits(ctx: OperationContext, input: DeployInput, tracker: Un
     let machine: string;
     if (u.machine !== null) machine = u.machine;
     else {
-      machine = await machines.allocateLocalMachine(input.model);
-      await units.assignUnitMachine(refOf(input, u.unit), machine);
+      machine = await machines.allocateLocalMachine(input.model, u.unit);
     }
     tracker.set(u.unit, `machine ${machine}`);
     placed.push(machine);
