@@ -96,7 +96,7 @@ interface WorldRow {
 
 /** The unit with its application, model and machine, its siblings' status and whether it has relations. */
 function worldQuery(ref: UnitRef) {
-  return sql`
+  return sql<WorldRow>`
     SELECT to_jsonb(u) AS unit, to_jsonb(a) AS app, to_jsonb(m) AS model, to_jsonb(mc) AS machine,
       (SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
         FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application) AS siblings,
@@ -131,7 +131,7 @@ async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
 }
 
 async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
-  const { rows } = await sql<WorldRow>`${worldQuery(ref)}`.execute(db);
+  const { rows } = await worldQuery(ref).execute(db);
   return rows[0] ? toWorld(db, rows[0]) : null;
 }
 

@@ -5,7 +5,32 @@ import type { Db, Tx } from '../store/store.ts';
 
 type Conn = Db | Tx;
 
-export async function setWorkloadStatus(
+/**
+ * A unit's workload or agent status and its history entry, in one statement: it
+ * runs for every hook and every status-set while the hook still runs.
+ */
+async function setUnitStatus(
+  db: Conn,
+  kind: 'workload' | 'agent',
+  modelUuid: string,
+  unit: string,
+  status: string,
+  message: string,
+  data: Record<string, unknown> | null,
+): Promise<void> {
+  const statusColumn = sql.ref(`${kind}_status`);
+  const messageColumn = sql.ref(`${kind}_message`);
+  await sql`
+    WITH changed AS (
+      UPDATE units SET ${statusColumn} = ${status}, ${messageColumn} = ${message}
+      WHERE model_uuid = ${modelUuid} AND name = ${unit}
+      RETURNING 1)
+    INSERT INTO status_history (model_uuid, entity, kind, status, message, data)
+    SELECT ${modelUuid}, ${unit}, ${kind}, ${status}, ${message}, ${data ? JSON.stringify(data) : null}::jsonb
+    FROM changed`.execute(db);
+}
+
+export function setWorkloadStatus(
   db: Conn,
   modelUuid: string,
   unit: string,
@@ -13,32 +38,17 @@ export async function setWorkloadStatus(
   message: string,
   data: Record<string, unknown> | null = null,
 ): Promise<void> {
-  // one statement: status-set reaches the store while the hook still runs
-  await sql`
-    WITH changed AS (
-      UPDATE units SET workload_status = ${status}, workload_message = ${message}
-      WHERE model_uuid = ${modelUuid} AND name = ${unit}
-      RETURNING 1)
-    INSERT INTO status_history (model_uuid, entity, kind, status, message, data)
-    SELECT ${modelUuid}, ${unit}, 'workload', ${status}, ${message}, ${data ? JSON.stringify(data) : null}::jsonb
-    FROM changed`.execute(db);
+  return setUnitStatus(db, 'workload', modelUuid, unit, status, message, data);
 }
 
-export async function setAgentStatus(
+export function setAgentStatus(
   db: Conn,
   modelUuid: string,
   unit: string,
   status: string,
   message: string,
 ): Promise<void> {
-  // one round trip: this runs twice for every hook
-  await sql`
-    WITH changed AS (
-      UPDATE units SET agent_status = ${status}, agent_message = ${message}
-      WHERE model_uuid = ${modelUuid} AND name = ${unit}
-      RETURNING 1)
-    INSERT INTO status_history (model_uuid, entity, kind, status, message)
-    SELECT ${modelUuid}, ${unit}, 'agent', ${status}, ${message} FROM changed`.execute(db);
+  return setUnitStatus(db, 'agent', modelUuid, unit, status, message, null);
 }
 
 export async function setApplicationStatus(
