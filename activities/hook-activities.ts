@@ -333,6 +333,8 @@ function timings(result: HookResult) {
   return { duration_ms: Math.round(result.durationMs), lock_wait_ms: Math.round(result.lockWaitMs ?? 0) };
 }
 
+const noop = () => {};
+
 const LEVELS = new Set(['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']);
 
 export function createHookActivities(deps: ActivityDeps) {
@@ -347,6 +349,17 @@ export function createHookActivities(deps: ActivityDeps) {
    * A machine whose host key changed is refused: it goes into error and nothing
    * retries it. An unreachable one is marked too, but retried: it may come back.
    */
+  // Where each unit's runner was last started (see runHook).
+  const runners = new Map<string, { target: MachineTarget; runner: string; identity: string }>();
+  const runnerKey = (modelUuid: string, unit: string) => `${modelUuid}/${unit}`;
+  function rememberRunner(world: UnitWorld) {
+    const target = machineTarget(world.machine, deps.controllerKey);
+    const runner = unitPaths(world.machine.root_dir, world.unit.name).runner;
+    const where = { target, runner, identity: JSON.stringify([target, runner]) };
+    runners.set(runnerKey(world.model.uuid, world.unit.name), where);
+    return where;
+  }
+
   async function guardMachine<T>(machine: MachineRow, fn: () => Promise<T>): Promise<T> {
     try {
       const out = await fn();
@@ -367,25 +380,41 @@ export function createHookActivities(deps: ActivityDeps) {
     }
   }
 
-  /** Executes the runner and streams its events into the store while the hook runs. */
-  async function execRunner(world: UnitWorld, ctx: HookContext): Promise<HookResult> {
-    const target = await targetFor(world.machine);
-    const substrate = substrateFor(deps.substrates, target);
-    const paths = unitPaths(world.machine.root_dir, world.unit.name);
+  /**
+   * Starts the runner on a unit's machine and streams its events into the store
+   * while the hook runs. The context follows on stdin once `input` resolves (an
+   * empty one withdraws the run: the runner exits without doing anything), so the
+   * SSH channel and the interpreter start while the controller still builds it.
+   * Answers as soon as the result event arrives; the channel closes on its own.
+   */
+  async function startRunner(
+    target: MachineTarget,
+    runner: string,
+    ref: UnitRef,
+    hook: string,
+    input: Promise<string | undefined>,
+    onStarted?: () => void,
+  ): Promise<HookResult> {
     const activity = Context.current();
+    const app = ref.unit.split('/')[0];
     let result: HookResult | null = null;
+    let resultArrived = () => {};
+    const arrived = new Promise<void>((r) => {
+      resultArrived = r;
+    });
     let pending: Promise<void> = Promise.resolve();
     const logBuffer: LogLine[] = [];
     const flushLogs = () => {
+      if (logBuffer.length === 0) return;
       const lines = logBuffer.splice(0);
-      pending = pending.then(() => appendLogs(db, world.model.uuid, world.unit.name, lines));
+      pending = pending.then(() => appendLogs(db, ref.modelUuid, ref.unit, lines));
     };
     const handle = (line: string) => {
       let parsed: HookEvent;
       try {
         parsed = HookEvent.parse(JSON.parse(line));
       } catch {
-        logBuffer.push({ level: 'WARNING', message: `${ctx.name}: (runner) ${line}` });
+        logBuffer.push({ level: 'WARNING', message: `${hook}: (runner) ${line}` });
         return;
       }
       switch (parsed.type) {
@@ -402,7 +431,7 @@ export function createHookActivities(deps: ActivityDeps) {
         case 'output':
           logBuffer.push({
             level: parsed.stream === 'stderr' ? 'WARNING' : 'DEBUG',
-            message: `${ctx.name}: ${parsed.line}`,
+            message: `${hook}: ${parsed.line}`,
             at: new Date(parsed.ts),
           });
           break;
@@ -412,8 +441,8 @@ export function createHookActivities(deps: ActivityDeps) {
           const { scope, status, message } = parsed;
           pending = pending.then(() =>
             scope === 'application'
-              ? setApplicationStatus(db, world.model.uuid, world.app.name, status, message)
-              : setWorkloadStatus(db, world.model.uuid, world.unit.name, status, message),
+              ? setApplicationStatus(db, ref.modelUuid, app, status, message)
+              : setWorkloadStatus(db, ref.modelUuid, ref.unit, status, message),
           );
           break;
         }
@@ -423,38 +452,49 @@ export function createHookActivities(deps: ActivityDeps) {
             await db
               .updateTable('applications')
               .set({ workload_version: version })
-              .where('model_uuid', '=', world.model.uuid)
-              .where('name', '=', world.app.name)
+              .where('model_uuid', '=', ref.modelUuid)
+              .where('name', '=', app)
               .execute();
           });
           break;
         }
         case 'result':
           result = parsed;
+          resultArrived();
           break;
       }
       activity.heartbeat();
     };
     const splitter = new LineSplitter();
-    const timer = setInterval(() => {
-      flushLogs();
-      activity.heartbeat();
-    }, 1000);
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const stdin = input.then((text) => {
+      // heartbeats (and log flushes) only for a run that goes ahead
+      if (text && !settled)
+        timer = setInterval(() => {
+          flushLogs();
+          activity.heartbeat();
+        }, 1000);
+      return text;
+    });
     let stderr = '';
-    let exec: Awaited<ReturnType<typeof substrate.exec>>;
+    const exec = substrateFor(deps.substrates, target).exec(target, {
+      command: `python3 -S ${shellQuote(runner)}`,
+      stdin,
+      onStarted,
+      onStdout: (chunk) => splitter.push(chunk, handle),
+      onStderr: (chunk) => {
+        stderr += chunk.toString('utf8');
+      },
+      signal: activity.cancellationSignal,
+    });
+    // after the result the channel's close is not waited for; a late failure is moot
+    exec.catch(() => {});
+    let ended: Awaited<typeof exec> | undefined;
     try {
-      exec = await guardMachine(world.machine, () =>
-        substrate.exec(target, {
-          command: `python3 -S ${shellQuote(paths.runner)}`,
-          stdin: JSON.stringify(ctx),
-          onStdout: (chunk) => splitter.push(chunk, handle),
-          onStderr: (chunk) => {
-            stderr += chunk.toString('utf8');
-          },
-          signal: activity.cancellationSignal,
-        }),
-      );
+      ended = await Promise.race([exec, arrived.then(() => undefined)]);
     } finally {
+      settled = true;
       clearInterval(timer);
       flushLogs();
       await pending;
@@ -462,9 +502,9 @@ export function createHookActivities(deps: ActivityDeps) {
     if (!result) {
       // The channel died or the runner broke. The hook itself goes on under its
       // supervisor on the machine; a retry of this activity attaches to it.
-      const why = exec.code === null ? 'the connection to the machine was lost' : `runner exited ${exec.code}`;
+      const why = ended?.code == null ? 'the connection to the machine was lost' : `runner exited ${ended.code}`;
       throw ApplicationFailure.retryable(
-        `${why} during ${ctx.name} on ${world.unit.name}: ${stderr.trim().slice(-500)}`,
+        `${why} during ${hook} on ${ref.unit}: ${stderr.trim().slice(-500)}`,
         'RunnerLost',
       );
     }
@@ -476,6 +516,7 @@ export function createHookActivities(deps: ActivityDeps) {
     async prepareUnit(ref: UnitRef): Promise<void> {
       const world = await loadWorld(db, ref);
       if (!world) return;
+      rememberRunner(world); // the first hook's runner can start early too
       const tarball = await charmTarballFor(db, world.app.charm_name, world.app.charm_revision);
       const target = await targetFor(world.machine);
       const paths = unitPaths(world.machine.root_dir, ref.unit);
@@ -495,40 +536,89 @@ export function createHookActivities(deps: ActivityDeps) {
     },
 
     async runHook(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
+      const startedAt = new Date();
+      // A unit never changes machine: the runner starts on the machine its last
+      // hook ran on while the statement below runs, and gets its context (or is
+      // withdrawn) once that is known.
+      const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
+      let giveContext: (text: string | undefined) => void = () => {};
+      let started = () => {};
+      const early = known
+        ? startRunner(
+            known.target,
+            known.runner,
+            ref,
+            ev.hook,
+            new Promise<string | undefined>((r) => {
+              giveContext = r;
+            }),
+            () => started(),
+          )
+        : undefined;
+      const withdraw = () => giveContext(undefined);
+      if (early) {
+        // The store's statements hold the event loop while they run: let the exec
+        // request go out first, so the runner starts while they do.
+        await Promise.race([new Promise<void>((r) => (started = r)), early.then(noop, noop)]);
+      }
+
       // One statement reads the unit's world, records the run and marks the agent
       // executing. A run an earlier attempt recorded as finished is reported as it
       // ended, never run again; a unit that is gone records nothing.
       const executing = `running ${ev.hook} hook`;
-      const { rows } = await sql<WorldRow & { finished: boolean; exit_code: number | null }>`
-        WITH world AS (${worldQuery(ref)}),
-        run AS (
-          INSERT INTO hook_runs (context_id, model_uuid, unit, hook)
-          SELECT ${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook} WHERE EXISTS (SELECT 1 FROM world)
-          ON CONFLICT (context_id) DO NOTHING
-          RETURNING 1),
-        prior AS (
-          SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
-        changed AS (
-          UPDATE units SET agent_status = 'executing', agent_message = ${executing}
-          WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
-            AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
-          RETURNING 1),
-        history AS (
-          INSERT INTO status_history (model_uuid, entity, kind, status, message)
-          SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${executing} FROM changed
-          RETURNING 1)
-        SELECT world.*, EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
-          (SELECT exit_code FROM prior) AS exit_code
-        FROM world`.execute(db);
-      const row = rows[0];
-      if (!row) return { ok: true, skipped: true, gone: true, message: 'unit removed' };
-      if (row.finished) {
-        const ok = row.exit_code === 0;
-        return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
+      let world: UnitWorld;
+      let ctx: HookContext;
+      try {
+        const { rows } = await sql<WorldRow & { finished: boolean; exit_code: number | null }>`
+          WITH world AS (${worldQuery(ref)}),
+          run AS (
+            INSERT INTO hook_runs (context_id, model_uuid, unit, hook, started_at)
+            SELECT ${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook}, ${startedAt.toISOString()}::timestamptz
+            WHERE EXISTS (SELECT 1 FROM world)
+            ON CONFLICT (context_id) DO NOTHING
+            RETURNING 1),
+          prior AS (
+            SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
+          changed AS (
+            UPDATE units SET agent_status = 'executing', agent_message = ${executing}
+            WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
+              AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
+            RETURNING 1),
+          history AS (
+            INSERT INTO status_history (model_uuid, entity, kind, status, message)
+            SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${executing} FROM changed
+            RETURNING 1)
+          SELECT world.*, EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
+            (SELECT exit_code FROM prior) AS exit_code
+          FROM world`.execute(db);
+        const row = rows[0];
+        if (!row) {
+          withdraw();
+          runners.delete(runnerKey(ref.modelUuid, ref.unit));
+          return { ok: true, skipped: true, gone: true, message: 'unit removed' };
+        }
+        if (row.finished) {
+          withdraw();
+          const ok = row.exit_code === 0;
+          return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
+        }
+        world = await toWorld(db, row);
+        ctx = await buildContext(db, world, ev, contextId);
+      } catch (err) {
+        withdraw();
+        throw err;
       }
-      const world = await toWorld(db, row);
-      const ctx = await buildContext(db, world, ev, contextId);
-      const result = await execRunner(world, ctx);
+      const where = rememberRunner(world);
+      let running: Promise<HookResult>;
+      if (early && known?.identity === where.identity) {
+        giveContext(JSON.stringify(ctx));
+        running = early;
+      } else {
+        // the machine's record changed under us (new key, address): start afresh
+        withdraw();
+        running = startRunner(where.target, where.runner, ref, ev.hook, Promise.resolve(JSON.stringify(ctx)));
+      }
+      const result = await guardMachine(world.machine, () => running);
       const ok = result.exitCode === 0 && !result.timedOut;
       if (ok) {
         await commitRun(db, world, ev, contextId, result);
@@ -591,6 +681,7 @@ export function createHookActivities(deps: ActivityDeps) {
 
     /** After the remove hook: clean the unit's files off its machine and forget the unit. */
     async finishUnitRemoval(ref: UnitRef): Promise<void> {
+      runners.delete(runnerKey(ref.modelUuid, ref.unit));
       const world = await loadWorld(db, ref);
       if (world) {
         const target = await targetFor(world.machine);

@@ -625,6 +625,15 @@ describe('hook runtime', () => {
     assert.ok(!dirs.includes(ids[0]));
   });
 
+  test('an empty stdin withdraws the run: no output, no error', () => {
+    for (const input of ['', '\n']) {
+      const r = spawnSync(PY, ['-S', runner], { input, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, '');
+    }
+  });
+
   test('bad input is a runner error, not a result', () => {
     const r = spawnSync(PY, ['-S', runner], { input: '{"contextId": "../x"}', encoding: 'utf8' });
     assert.equal(r.status, 2);

@@ -14,6 +14,7 @@ import {
   HostKeyMismatchError,
   type MachineTarget,
   MachineUnreachableError,
+  type Substrate,
 } from '../activities/substrates/substrate.ts';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 
@@ -302,6 +303,44 @@ describe('ssh substrate on a test fleet', { skip: fleetUnsupportedReason() }, ()
       const r = await ssh.exec(fleet.target(i), { command: 'cat /var/lib/charmflow/iso/who /tmp/who' });
       assert.equal(r.stdout, `${fleet.hosts[i].name}\n${fleet.hosts[i].name}\n`);
       assert.equal(readFileSync(join(fleet.hosts[i].rootFs, 'iso/who'), 'utf8'), `${fleet.hosts[i].name}\n`);
+    }
+  });
+
+  test('stdin may follow the start: the command runs at once and reads it when it comes', async () => {
+    const localRoot = mkdtempSync('/var/tmp/cf-local-late-');
+    const local = new LocalSubstrate();
+    const targets: Array<[Substrate, MachineTarget]> = [
+      [ssh, fleet.target(1)],
+      [local, { key: 'late/local', kind: 'local', address: '127.0.0.2', rootDir: localRoot }],
+    ];
+    try {
+      for (const [substrate, target] of targets) {
+        let give: (v: string | undefined) => void = () => {};
+        const input = new Promise<string | undefined>((r) => {
+          give = r;
+        });
+        const events: string[] = [];
+        const run = substrate.exec(target, {
+          command: 'echo started; cat',
+          stdin: input,
+          onStarted: () => events.push('started'),
+          onStdout: (c) => events.push(`out:${c}`),
+        });
+        // the command is running and printing before its input exists
+        const deadline = Date.now() + 10_000;
+        while (!events.includes('out:started\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        assert.deepEqual(events, ['started', 'out:started\n'], target.kind);
+        give('late\n');
+        assert.deepEqual(await run, { code: 0, stdout: 'started\nlate\n', stderr: '' }, target.kind);
+
+        // nothing (or a failed promise) closes stdin empty
+        const none = await substrate.exec(target, { command: 'wc -c', stdin: Promise.resolve(undefined) });
+        assert.equal(none.stdout.trim(), '0', target.kind);
+        const failed = await substrate.exec(target, { command: 'wc -c', stdin: Promise.reject(new Error('no')) });
+        assert.equal(failed.stdout.trim(), '0', target.kind);
+      }
+    } finally {
+      rmSync(localRoot, { recursive: true, force: true });
     }
   });
 

@@ -9,7 +9,15 @@ import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput } from './machine-shell.ts';
-import type { ExecRequest, ExecResult, MachineTarget, ProbeResult, Substrate } from './substrate.ts';
+import {
+  acceptStdin,
+  type ExecRequest,
+  type ExecResult,
+  feedStdin,
+  type MachineTarget,
+  type ProbeResult,
+  type Substrate,
+} from './substrate.ts';
 
 export interface LocalSubstrateOptions {
   /** After a kill, how long to wait for the output pipes to close before answering anyway. Default 2 s. */
@@ -55,6 +63,7 @@ export class LocalSubstrate implements Substrate {
 
   /** Starts in target.rootDir when it exists, else in the user's home (as over SSH). */
   async exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult> {
+    acceptStdin(req);
     if (req.signal?.aborted) return { code: null, stdout: '', stderr: '' };
     const cwd = (await isDirectory(target.rootDir)) ? target.rootDir : this.env.HOME;
     return new Promise<ExecResult>((resolve, reject) => {
@@ -111,6 +120,7 @@ export class LocalSubstrate implements Substrate {
         err.push(chunk);
         deliver(req.onStderr, chunk);
       });
+      if (req.onStarted) child.once('spawn', req.onStarted);
       child.on('exit', (exitCode) => {
         code = exitCode;
       });
@@ -124,8 +134,7 @@ export class LocalSubstrate implements Substrate {
       req.signal?.addEventListener('abort', kill, { once: true });
       // A command that ignores its stdin closes the pipe early: not an error (as over SSH).
       child.stdin.on('error', () => {});
-      if (req.stdin !== undefined && req.stdin.length > 0) child.stdin.write(req.stdin);
-      child.stdin.end();
+      feedStdin(req.stdin, child.stdin);
     });
   }
 

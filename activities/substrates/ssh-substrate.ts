@@ -6,8 +6,10 @@
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput, shellQuote } from './machine-shell.ts';
 import { type OpenedExec, SshPool, type SshPoolOptions, type SshPoolStats } from './ssh-pool.ts';
 import {
+  acceptStdin,
   type ExecRequest,
   type ExecResult,
+  feedStdin,
   type MachineTarget,
   MachineUnreachableError,
   type ProbeResult,
@@ -63,6 +65,7 @@ export class SshSubstrate implements Substrate {
   }
 
   async exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult> {
+    acceptStdin(req);
     return (await this.run(target, req, false)).result;
   }
 
@@ -141,6 +144,7 @@ export class SshSubstrate implements Substrate {
 
   private stream(target: MachineTarget, opened: OpenedExec, req: ExecRequest, stop: AbortSignal): Promise<ExecResult> {
     const { channel } = opened;
+    req.onStarted?.();
     return new Promise<ExecResult>((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -242,8 +246,7 @@ export class SshSubstrate implements Substrate {
 
       stop.addEventListener('abort', kill, { once: true });
       if (stop.aborted) kill();
-      if (req.stdin !== undefined && req.stdin.length > 0) channel.write(req.stdin);
-      channel.end();
+      feedStdin(req.stdin, channel);
     });
   }
 }

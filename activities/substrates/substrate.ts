@@ -24,14 +24,41 @@ export interface MachineTarget {
 export interface ExecRequest {
   /** Run through `sh -c` on the machine. */
   command: string;
-  /** Bytes written to the command's stdin, which is then closed. */
-  stdin?: string | Buffer;
+  /**
+   * Bytes written to the command's stdin, which is then closed. A promise lets the
+   * command start before its input is ready: the bytes are written when it
+   * resolves (stdin closes empty if it resolves to nothing or rejects).
+   */
+  stdin?: string | Buffer | Promise<string | Buffer | undefined>;
   /** Called with each chunk of stdout as it arrives (live streaming). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /** Called once the command has been started on the machine (before any output). */
+  onStarted?: () => void;
   /** Aborting kills the command (or closes its channel). */
   signal?: AbortSignal;
   timeoutMs?: number;
+}
+
+/**
+ * A promised stdin may settle before the command starts (or never be needed, if
+ * it cannot start): its rejection is handled here at once, and means no input.
+ */
+export function acceptStdin(req: ExecRequest): void {
+  if (req.stdin instanceof Promise) req.stdin.catch(() => {});
+}
+
+/** Feeds an ExecRequest's stdin to a command's input stream, then closes it. */
+export function feedStdin(
+  stdin: ExecRequest['stdin'],
+  input: { write(data: string | Buffer): unknown; end(): unknown },
+): void {
+  const send = (data: string | Buffer | undefined) => {
+    if (data !== undefined && data.length > 0) input.write(data);
+    input.end();
+  };
+  if (stdin instanceof Promise) stdin.then(send, () => send(undefined));
+  else send(stdin);
 }
 
 export interface ExecResult {

@@ -10,6 +10,11 @@
 #
 # Protocol: charm/hook-protocol.ts. Contract: shared/DESIGN.md "The hook runtime".
 #
+# An empty stdin runs nothing and prints nothing (exit 0): the controller starts
+# the runner while it still prepares the context, so the interpreter's start-up
+# overlaps that work, and closes stdin empty when the hook is not to run after
+# all (an earlier attempt finished it, the unit is gone).
+#
 # Durability: the hook runs under a detached supervisor (double fork + setsid)
 # that records everything in <unitDir>/.hooks/<contextId>/:
 #   ctx.json      the context (0600), read by the hook tools
@@ -1002,8 +1007,14 @@ def main(argv):
         if len(argv) > 1:
             sys.stderr.write('usage: runner.py < HookContext.json | runner.py install-tools <bindir>\n')
             return 2
-        run(read_context())
-        return 0
+        ctx_bytes = read_context()
+        if not ctx_bytes.strip():
+            return 0  # withdrawn before it started: nothing to run
+        run(ctx_bytes)
+        # Everything went out with os.write; skip the interpreter's teardown
+        # (a few ms on every hook) while the controller waits for the exit.
+        sys.stderr.flush()
+        os._exit(0)
     except BadInput as e:
         sys.stderr.write('charmflow runner: %s\n' % e)
         return 2
