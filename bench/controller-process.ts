@@ -84,5 +84,5 @@ export function apiClient(env: ControllerEnv) {
     return { status: r.status, body: await r.json() };
   }
   const waitOperation = (id: number, timeoutMs = 60_000) => waitOperationEnd((path) => api('GET', path), id, timeoutMs);
-  return { base, headers, api, upload, waitOperation };
+  return { base, token, headers, api, upload, waitOperation };
 }
