@@ -34,6 +34,12 @@ export interface HookOutcome {
   message: string;
 }
 
+/** One hook for a unit, with the id its execution keeps across retries. */
+export interface HookRun {
+  event: UnitEvent;
+  contextId: string;
+}
+
 export interface UnitWorld {
   model: ModelRow;
   app: ApplicationRow;
@@ -349,7 +355,7 @@ export function createHookActivities(deps: ActivityDeps) {
    * A machine whose host key changed is refused: it goes into error and nothing
    * retries it. An unreachable one is marked too, but retried: it may come back.
    */
-  // Where each unit's runner was last started (see runHook).
+  // Where each unit's runner was last started (see runOne).
   const runners = new Map<string, { target: MachineTarget; runner: string; identity: string }>();
   const runnerKey = (modelUuid: string, unit: string) => `${modelUuid}/${unit}`;
   function rememberRunner(world: UnitWorld) {
@@ -511,6 +517,123 @@ export function createHookActivities(deps: ActivityDeps) {
     return result;
   }
 
+  /** Runs one hook: context in, the runner on the machine, commit on success. */
+  async function runOne(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
+    const startedAt = new Date();
+    // A unit never changes machine: the runner starts on the machine its last
+    // hook ran on while the statement below runs, and gets its context (or is
+    // withdrawn) once that is known.
+    const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
+    let giveContext: (text: string | undefined) => void = () => {};
+    let started = () => {};
+    const early = known
+      ? startRunner(
+          known.target,
+          known.runner,
+          ref,
+          ev.hook,
+          new Promise<string | undefined>((r) => {
+            giveContext = r;
+          }),
+          () => started(),
+        )
+      : undefined;
+    const withdraw = () => giveContext(undefined);
+    if (early) {
+      // The store's statements hold the event loop while they run: let the exec
+      // request go out first, so the runner starts while they do.
+      await Promise.race([new Promise<void>((r) => (started = r)), early.then(noop, noop)]);
+    }
+
+    // One statement reads the unit's world, records the run and marks the agent
+    // executing. A run an earlier attempt recorded as finished is reported as it
+    // ended, never run again; a unit that is gone records nothing.
+    const executing = `running ${ev.hook} hook`;
+    let world: UnitWorld;
+    let ctx: HookContext;
+    try {
+      const { rows } = await sql<WorldRow & { finished: boolean; exit_code: number | null }>`
+        WITH world AS (${worldQuery(ref)}),
+        run AS (
+          INSERT INTO hook_runs (context_id, model_uuid, unit, hook, started_at)
+          SELECT ${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook}, ${startedAt.toISOString()}::timestamptz
+          WHERE EXISTS (SELECT 1 FROM world)
+          ON CONFLICT (context_id) DO NOTHING
+          RETURNING 1),
+        prior AS (
+          SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
+        changed AS (
+          UPDATE units SET agent_status = 'executing', agent_message = ${executing}
+          WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
+            AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
+          RETURNING 1),
+        history AS (
+          INSERT INTO status_history (model_uuid, entity, kind, status, message)
+          SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${executing} FROM changed
+          RETURNING 1)
+        SELECT world.*, EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
+          (SELECT exit_code FROM prior) AS exit_code
+        FROM world`.execute(db);
+      const row = rows[0];
+      if (!row) {
+        withdraw();
+        runners.delete(runnerKey(ref.modelUuid, ref.unit));
+        return { ok: true, skipped: true, gone: true, message: 'unit removed' };
+      }
+      if (row.finished) {
+        withdraw();
+        const ok = row.exit_code === 0;
+        return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
+      }
+      world = await toWorld(db, row);
+      ctx = await buildContext(db, world, ev, contextId);
+    } catch (err) {
+      withdraw();
+      throw err;
+    }
+    const where = rememberRunner(world);
+    let running: Promise<HookResult>;
+    if (early && known?.identity === where.identity) {
+      giveContext(JSON.stringify(ctx));
+      running = early;
+    } else {
+      // the machine's record changed under us (new key, address): start afresh
+      withdraw();
+      running = startRunner(where.target, where.runner, ref, ev.hook, Promise.resolve(JSON.stringify(ctx)));
+    }
+    const result = await guardMachine(world.machine, () => running);
+    const ok = result.exitCode === 0 && !result.timedOut;
+    if (ok) {
+      await commitRun(db, world, ev, contextId, result);
+      return { ok: true, skipped: result.skipped, gone: false, message: '' };
+    }
+    const reason = result.timedOut ? 'timed out' : `exit code ${result.exitCode}`;
+    const message = `hook failed: "${ev.hook}"`;
+    await db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('hook_runs')
+        .set({ exit_code: result.exitCode ?? -1, finished_at: sql`now()`, ...timings(result) })
+        .where('context_id', '=', contextId)
+        .execute();
+      await tx
+        .updateTable('units')
+        .set({ last_hook: ev.hook })
+        .where('model_uuid', '=', ref.modelUuid)
+        .where('name', '=', ref.unit)
+        .execute();
+      await setWorkloadStatus(tx, ref.modelUuid, ref.unit, 'error', message, {
+        hook: ev.hook,
+        reason,
+        tail: result.tail,
+      });
+      await setAgentStatus(tx, ref.modelUuid, ref.unit, 'idle', '');
+      await appendLogs(tx, ref.modelUuid, ref.unit, [
+        { level: 'ERROR', message: `${ev.hook} hook failed (${reason}); last output:\n${result.tail.join('\n')}` },
+      ]);
+    });
+    return { ok: false, skipped: false, gone: false, message: `${message} (${reason})` };
+  }
+
   return {
     /** Ships the charm to the unit's machine and creates the unit's directories. */
     async prepareUnit(ref: UnitRef): Promise<void> {
@@ -535,120 +658,28 @@ export function createHookActivities(deps: ActivityDeps) {
       }
     },
 
-    async runHook(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
-      const startedAt = new Date();
-      // A unit never changes machine: the runner starts on the machine its last
-      // hook ran on while the statement below runs, and gets its context (or is
-      // withdrawn) once that is known.
-      const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
-      let giveContext: (text: string | undefined) => void = () => {};
-      let started = () => {};
-      const early = known
-        ? startRunner(
-            known.target,
-            known.runner,
-            ref,
-            ev.hook,
-            new Promise<string | undefined>((r) => {
-              giveContext = r;
-            }),
-            () => started(),
-          )
-        : undefined;
-      const withdraw = () => giveContext(undefined);
-      if (early) {
-        // The store's statements hold the event loop while they run: let the exec
-        // request go out first, so the runner starts while they do.
-        await Promise.race([new Promise<void>((r) => (started = r)), early.then(noop, noop)]);
-      }
-
-      // One statement reads the unit's world, records the run and marks the agent
-      // executing. A run an earlier attempt recorded as finished is reported as it
-      // ended, never run again; a unit that is gone records nothing.
-      const executing = `running ${ev.hook} hook`;
-      let world: UnitWorld;
-      let ctx: HookContext;
-      try {
-        const { rows } = await sql<WorldRow & { finished: boolean; exit_code: number | null }>`
-          WITH world AS (${worldQuery(ref)}),
-          run AS (
-            INSERT INTO hook_runs (context_id, model_uuid, unit, hook, started_at)
-            SELECT ${contextId}, ${ref.modelUuid}, ${ref.unit}, ${ev.hook}, ${startedAt.toISOString()}::timestamptz
-            WHERE EXISTS (SELECT 1 FROM world)
-            ON CONFLICT (context_id) DO NOTHING
-            RETURNING 1),
-          prior AS (
-            SELECT finished_at, exit_code FROM hook_runs WHERE context_id = ${contextId}),
-          changed AS (
-            UPDATE units SET agent_status = 'executing', agent_message = ${executing}
-            WHERE model_uuid = ${ref.modelUuid} AND name = ${ref.unit}
-              AND NOT EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL)
-            RETURNING 1),
-          history AS (
-            INSERT INTO status_history (model_uuid, entity, kind, status, message)
-            SELECT ${ref.modelUuid}, ${ref.unit}, 'agent', 'executing', ${executing} FROM changed
-            RETURNING 1)
-          SELECT world.*, EXISTS (SELECT 1 FROM prior WHERE finished_at IS NOT NULL) AS finished,
-            (SELECT exit_code FROM prior) AS exit_code
-          FROM world`.execute(db);
-        const row = rows[0];
-        if (!row) {
-          withdraw();
-          runners.delete(runnerKey(ref.modelUuid, ref.unit));
-          return { ok: true, skipped: true, gone: true, message: 'unit removed' };
+    /**
+     * Runs hooks queued for one unit back to back, each built, run and committed
+     * on its own, as the unit agent would one by one, without a round trip to it
+     * in between. Stops after a hook that fails or finds the unit gone. A hook
+     * that cannot be run at all (machine unreachable, runner lost) fails the
+     * call only when it comes first; otherwise the hooks before it are reported
+     * and it is taken up again, under the same context id, by the next call.
+     */
+    async runHooks(ref: UnitRef, runs: HookRun[]): Promise<HookOutcome[]> {
+      const outcomes: HookOutcome[] = [];
+      for (const [i, run] of runs.entries()) {
+        let outcome: HookOutcome;
+        try {
+          outcome = await runOne(ref, run.event, run.contextId);
+        } catch (err) {
+          if (i === 0) throw err;
+          break;
         }
-        if (row.finished) {
-          withdraw();
-          const ok = row.exit_code === 0;
-          return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
-        }
-        world = await toWorld(db, row);
-        ctx = await buildContext(db, world, ev, contextId);
-      } catch (err) {
-        withdraw();
-        throw err;
+        outcomes.push(outcome);
+        if (!outcome.ok || outcome.gone) break;
       }
-      const where = rememberRunner(world);
-      let running: Promise<HookResult>;
-      if (early && known?.identity === where.identity) {
-        giveContext(JSON.stringify(ctx));
-        running = early;
-      } else {
-        // the machine's record changed under us (new key, address): start afresh
-        withdraw();
-        running = startRunner(where.target, where.runner, ref, ev.hook, Promise.resolve(JSON.stringify(ctx)));
-      }
-      const result = await guardMachine(world.machine, () => running);
-      const ok = result.exitCode === 0 && !result.timedOut;
-      if (ok) {
-        await commitRun(db, world, ev, contextId, result);
-        return { ok: true, skipped: result.skipped, gone: false, message: '' };
-      }
-      const reason = result.timedOut ? 'timed out' : `exit code ${result.exitCode}`;
-      const message = `hook failed: "${ev.hook}"`;
-      await db.transaction().execute(async (tx) => {
-        await tx
-          .updateTable('hook_runs')
-          .set({ exit_code: result.exitCode ?? -1, finished_at: sql`now()`, ...timings(result) })
-          .where('context_id', '=', contextId)
-          .execute();
-        await tx
-          .updateTable('units')
-          .set({ last_hook: ev.hook })
-          .where('model_uuid', '=', ref.modelUuid)
-          .where('name', '=', ref.unit)
-          .execute();
-        await setWorkloadStatus(tx, ref.modelUuid, ref.unit, 'error', message, {
-          hook: ev.hook,
-          reason,
-          tail: result.tail,
-        });
-        await setAgentStatus(tx, ref.modelUuid, ref.unit, 'idle', '');
-        await appendLogs(tx, ref.modelUuid, ref.unit, [
-          { level: 'ERROR', message: `${ev.hook} hook failed (${reason}); last output:\n${result.tail.join('\n')}` },
-        ]);
-      });
-      return { ok: false, skipped: false, gone: false, message: `${message} (${reason})` };
+      return outcomes;
     },
 
     /** The hook could not even start (machine unreachable, host key changed). */

@@ -14,7 +14,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { HookActivities, HookOutcome } from '../activities/hook-activities.ts';
+import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-activities.ts';
 import {
   enqueueSignal,
   type ResolveRequest,
@@ -28,10 +28,13 @@ import {
 } from './messages.ts';
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
 
+/** A queued event; once handed to the machine it keeps its context id until it ends. */
+export type QueuedEvent = UnitEvent & { contextId?: string };
+
 export interface UnitAgentState {
   ref: UnitRef;
-  queue: UnitEvent[];
-  /** Count of hook executions, for stable context ids across retries of one execution. */
+  queue: QueuedEvent[];
+  /** Count of hook executions, for context ids that stay stable across retries of one execution. */
   seq: number;
   prepared: boolean;
   failure?: { event: UnitEvent; attempts: number; message: string };
@@ -56,10 +59,17 @@ const quick = proxyActivities<HookActivities>({
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 12 },
 });
 
-/** Juju coalesces: one pending config-changed, one relation-changed per remote unit, etc. */
-export function enqueueCoalescing(queue: UnitEvent[], ev: UnitEvent, running: UnitEvent | null): void {
+/** Hooks handed to the machine in one go, at most. */
+export const MAX_BATCH = 8;
+
+/**
+ * Juju coalesces: one pending config-changed, one relation-changed per remote
+ * unit, etc. An event already handed to the machine (`running`) may have begun,
+ * so nothing coalesces into it.
+ */
+export function enqueueCoalescing(queue: UnitEvent[], ev: UnitEvent, running: ReadonlySet<UnitEvent>): void {
   const same = (q: UnitEvent) =>
-    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && q !== running;
+    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && !running.has(q);
   const coalescible =
     ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm'].includes(ev.hook) ||
     ev.hook.endsWith('-relation-changed');
@@ -79,9 +89,22 @@ export function retryDelayMs(attempts: number): number {
   return Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempts - 1), RETRY_MAX_MS);
 }
 
-function contextId(state: UnitAgentState): string {
+/**
+ * The events to hand to the machine now: the head of the queue, up to and
+ * including a `remove` (the unit's files go after it), at most MAX_BATCH. Each
+ * gets a context id the first time it is handed over, and keeps it until it ends,
+ * so a retry attaches to the run that already began instead of starting another.
+ */
+export function nextBatch(state: UnitAgentState): HookRun[] {
   const [app, n] = state.ref.unit.split('/');
-  return `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${state.seq}`;
+  const runs: HookRun[] = [];
+  for (const ev of state.queue.slice(0, MAX_BATCH)) {
+    ev.contextId ??= `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${state.seq++}`;
+    const { contextId, ...event } = ev;
+    runs.push({ event, contextId });
+    if (ev.hook === 'remove') break;
+  }
+  return runs;
 }
 
 // Progress signals in flight. The agent goes on to its next hook without waiting
@@ -111,11 +134,11 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     { key: ModelKey, value: ref.model },
     { key: ApplicationKey, value: app },
   ]);
-  let running: UnitEvent | null = null;
+  let running: ReadonlySet<UnitEvent> = new Set();
   let resolveRequest: ResolveRequest | null = null;
 
   setHandler(enqueueSignal, (events) => {
-    for (const ev of events) enqueueCoalescing(state.queue, ev, running);
+    for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev, running);
   });
   setHandler(resolveSignal, (r) => {
     resolveRequest = r;
@@ -124,7 +147,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     unitAgentQuery,
     (): UnitAgentView => ({
       unit: ref.unit,
-      current: running?.hook ?? null,
+      current: running.size > 0 ? state.queue[0].hook : null,
       queue: state.queue.map((e) => e.hook),
       failure: state.failure
         ? { hook: state.failure.event.hook, attempts: state.failure.attempts, message: state.failure.message }
@@ -146,12 +169,13 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       await continueAsNew<typeof unitAgentWorkflow>(state);
     }
 
-    const ev = state.queue[0];
-    running = ev;
+    const batch = nextBatch(state);
+    running = new Set(state.queue.slice(0, batch.length));
+    const names = batch.map((r) => r.event.hook).join(', ');
     setCurrentDetails(
-      `${ref.unit}: running ${ev.hook} hook` + (state.failure ? ` (attempt ${state.failure.attempts + 1})` : ''),
+      `${ref.unit}: running ${names}` + (state.failure ? ` (attempt ${state.failure.attempts + 1})` : ''),
     );
-    let outcome: HookOutcome;
+    let outcomes: HookOutcome[];
     try {
       if (!state.prepared) {
         // the charm goes to the machine before the first hook; a failure here is
@@ -160,28 +184,39 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
         await quick.prepareUnit(ref);
         state.prepared = true;
       }
-      outcome = await hooks.runHook.executeWithOptions({ ...HOOK_ACTIVITY, summary: `${ev.hook} on ${ref.unit}` }, [
-        ref,
-        ev,
-        contextId(state),
-      ]);
+      outcomes = await hooks.runHooks.executeWithOptions(
+        {
+          ...HOOK_ACTIVITY,
+          // each hook has its own timeout on the machine
+          startToCloseTimeout: `${65 * batch.length} minutes`,
+          summary: `${names} on ${ref.unit}`,
+        },
+        [ref, batch],
+      );
     } catch (err) {
       // the machine could not run the hook at all (unreachable, host key changed):
       // the unit goes into error like a failed hook, and is retried the same way
+      const hook = batch[0].event.hook;
       const message = err instanceof ActivityFailure && err.cause ? err.cause.message : String(err);
-      outcome = { ok: false, skipped: false, gone: false, message: `cannot run ${ev.hook} hook: ${message}` };
-      await quick.markHookFailed(ref, ev.hook, outcome.message);
+      outcomes = [{ ok: false, skipped: false, gone: false, message: `cannot run ${hook} hook: ${message}` }];
+      await quick.markHookFailed(ref, hook, outcomes[0].message);
     }
-    running = null;
-    state.seq++;
+    running = new Set();
 
-    if (outcome.gone) {
-      // the unit was removed by force underneath us
-      notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
-      await notified();
-      return;
-    }
-    if (outcome.ok) {
+    // the hooks that ran, in order; the rest stay queued with their context ids
+    let failed: { ev: QueuedEvent; outcome: HookOutcome } | undefined;
+    for (const outcome of outcomes) {
+      const ev = state.queue[0];
+      if (outcome.gone) {
+        // the unit was removed by force underneath us
+        notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
+        await notified();
+        return;
+      }
+      if (!outcome.ok) {
+        failed = { ev, outcome };
+        break;
+      }
       state.queue.shift();
       state.failure = undefined;
       // the unit's files and records go before anyone is told the remove hook is done
@@ -193,9 +228,12 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
         await notified();
         return;
       }
-      continue;
     }
+    if (!failed) continue;
 
+    const { ev, outcome } = failed;
+    // a retry is a new execution of the hook
+    ev.contextId = undefined;
     const attempts = (state.failure?.attempts ?? 0) + 1;
     state.failure = { event: ev, attempts, message: outcome.message };
     if (attempts === 1) notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'error', message: outcome.message });

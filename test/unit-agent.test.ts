@@ -1,0 +1,85 @@
+// The unit agent's queue rules, as plain functions: Juju's coalescing, and which
+// queued hooks go to the machine in one go, under which context ids.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { UnitEvent } from '../workflows/messages.ts';
+import { enqueueCoalescing, MAX_BATCH, nextBatch, type UnitAgentState } from '../workflows/unit-agent.ts';
+
+const ref = { model: 'm', modelUuid: '6f0c5a2e-0000-4000-8000-000000000001', unit: 'app/3' };
+const state = (hooks: string[], seq = 0): UnitAgentState => ({
+  ref,
+  queue: hooks.map((hook) => ({ hook })),
+  seq,
+  prepared: true,
+});
+
+describe('unit agent queue', () => {
+  test('config-changed coalesces into a pending one, never into one handed to the machine', () => {
+    const queue: UnitEvent[] = [{ hook: 'install' }, { hook: 'config-changed' }];
+    enqueueCoalescing(queue, { hook: 'config-changed' }, new Set());
+    assert.deepEqual(
+      queue.map((e) => e.hook),
+      ['install', 'config-changed'],
+    );
+    // both queued events are running: the new one must run after them
+    enqueueCoalescing(queue, { hook: 'config-changed' }, new Set(queue));
+    assert.deepEqual(
+      queue.map((e) => e.hook),
+      ['install', 'config-changed', 'config-changed'],
+    );
+    // a new requester of a coalesced event is still told
+    enqueueCoalescing(queue, { hook: 'config-changed', notify: 'op:2' }, new Set(queue.slice(0, 2)));
+    assert.equal(queue.length, 4);
+    assert.equal(queue[3].notify, 'op:2');
+  });
+
+  test('relation-changed coalesces per remote unit; install never does', () => {
+    const queue: UnitEvent[] = [];
+    const rc = (remoteUnit: string): UnitEvent => ({ hook: 'db-relation-changed', relationId: 1, remoteUnit });
+    for (const ev of [rc('pg/0'), rc('pg/1'), rc('pg/0'), { hook: 'install' }, { hook: 'install' }])
+      enqueueCoalescing(queue, ev, new Set());
+    assert.deepEqual(
+      queue.map((e) => `${e.hook}${e.remoteUnit ? `:${e.remoteUnit}` : ''}`),
+      ['db-relation-changed:pg/0', 'db-relation-changed:pg/1', 'install', 'install'],
+    );
+  });
+
+  test('a batch is the head of the queue, ends at remove, and holds at most MAX_BATCH hooks', () => {
+    const deploy = state(['install', 'leader-elected', 'config-changed', 'start']);
+    assert.deepEqual(
+      nextBatch(deploy).map((r) => r.event.hook),
+      ['install', 'leader-elected', 'config-changed', 'start'],
+    );
+    const teardown = state(['stop', 'remove', 'config-changed']);
+    assert.deepEqual(
+      nextBatch(teardown).map((r) => r.event.hook),
+      ['stop', 'remove'],
+    );
+    const many = state(Array.from({ length: MAX_BATCH + 3 }, (_, i) => `h${i}-relation-changed`));
+    assert.equal(nextBatch(many).length, MAX_BATCH);
+  });
+
+  test('an event keeps its context id until it ends, so a retry attaches to the run it began', () => {
+    const s = state(['install', 'start'], 7);
+    const first = nextBatch(s);
+    assert.deepEqual(
+      first.map((r) => r.contextId),
+      ['6f0c5a2e-app-3-7', '6f0c5a2e-app-3-8'],
+    );
+    assert.equal(s.seq, 9);
+    // install committed, start was not reached: the next batch reuses start's id
+    s.queue.shift();
+    assert.deepEqual(
+      nextBatch(s).map((r) => r.contextId),
+      ['6f0c5a2e-app-3-8'],
+    );
+    // start failed: its retry is a new execution
+    s.queue[0].contextId = undefined;
+    assert.deepEqual(
+      nextBatch(s).map((r) => r.contextId),
+      ['6f0c5a2e-app-3-9'],
+    );
+    // the event sent to the machine carries no agent bookkeeping
+    assert.deepEqual(nextBatch(s)[0].event, { hook: 'start' });
+  });
+});
