@@ -517,33 +517,47 @@ export function createHookActivities(deps: ActivityDeps) {
     return result;
   }
 
-  /** Runs one hook: context in, the runner on the machine, commit on success. */
-  async function runOne(ref: UnitRef, ev: UnitEvent, contextId: string): Promise<HookOutcome> {
-    const startedAt = new Date();
-    // A unit never changes machine: the runner starts on the machine its last
-    // hook ran on while the statement below runs, and gets its context (or is
-    // withdrawn) once that is known.
+  /**
+   * A runner started on the machine a unit's last hook ran on (a unit never
+   * changes machine) before its context is known: it waits for the context on
+   * stdin, and runs nothing if it is withdrawn (`give(undefined)`).
+   */
+  interface EarlyRunner {
+    identity: string;
+    result: Promise<HookResult>;
+    /** Resolves once the exec request is out (or the attempt ended). */
+    started: Promise<void>;
+    give(context: string | undefined): void;
+  }
+
+  function startEarly(ref: UnitRef, hook: string): EarlyRunner | undefined {
     const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
-    let giveContext: (text: string | undefined) => void = () => {};
-    let started = () => {};
-    const early = known
-      ? startRunner(
-          known.target,
-          known.runner,
-          ref,
-          ev.hook,
-          new Promise<string | undefined>((r) => {
-            giveContext = r;
-          }),
-          () => started(),
-        )
-      : undefined;
-    const withdraw = () => giveContext(undefined);
-    if (early) {
-      // The store's statements hold the event loop while they run: let the exec
-      // request go out first, so the runner starts while they do.
-      await Promise.race([new Promise<void>((r) => (started = r)), early.then(noop, noop)]);
-    }
+    if (!known) return undefined;
+    let give: (context: string | undefined) => void = noop;
+    let onStarted = noop;
+    const started = new Promise<void>((r) => {
+      onStarted = r;
+    });
+    const input = new Promise<string | undefined>((r) => {
+      give = r;
+    });
+    const result = startRunner(known.target, known.runner, ref, hook, input, onStarted);
+    const ended = result.then(noop, noop); // also marks a withdrawn run's failure handled
+    return { identity: known.identity, result, started: Promise.race([started, ended]), give };
+  }
+
+  /** Runs one hook: context in, the runner on the machine, commit on success. */
+  async function runOne(
+    ref: UnitRef,
+    ev: UnitEvent,
+    contextId: string,
+    early: EarlyRunner | undefined,
+  ): Promise<HookOutcome> {
+    const startedAt = new Date();
+    // The store's statements hold the event loop while they run: let the early
+    // runner's exec request go out first, so it starts while they do.
+    if (early) await early.started;
+    const withdraw = () => early?.give(undefined);
 
     // One statement reads the unit's world, records the run and marks the agent
     // executing. A run an earlier attempt recorded as finished is reported as it
@@ -593,9 +607,9 @@ export function createHookActivities(deps: ActivityDeps) {
     }
     const where = rememberRunner(world);
     let running: Promise<HookResult>;
-    if (early && known?.identity === where.identity) {
-      giveContext(JSON.stringify(ctx));
-      running = early;
+    if (early?.identity === where.identity) {
+      early.give(JSON.stringify(ctx));
+      running = early.result;
     } else {
       // the machine's record changed under us (new key, address): start afresh
       withdraw();
@@ -634,30 +648,26 @@ export function createHookActivities(deps: ActivityDeps) {
     return { ok: false, skipped: false, gone: false, message: `${message} (${reason})` };
   }
 
-  return {
-    /** Ships the charm to the unit's machine and creates the unit's directories. */
-    async prepareUnit(ref: UnitRef): Promise<void> {
-      const world = await loadWorld(db, ref);
-      if (!world) return;
-      rememberRunner(world); // the first hook's runner can start early too
-      const tarball = await charmTarballFor(db, world.app.charm_name, world.app.charm_revision);
-      const target = await targetFor(world.machine);
-      const paths = unitPaths(world.machine.root_dir, ref.unit);
-      const res = await guardMachine(world.machine, () =>
-        substrateFor(deps.substrates, target).exec(target, {
-          command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
-          stdin: tarball,
-          timeoutMs: 120_000,
-        }),
-      );
-      if (res.code !== 0)
-        throw new Error(`cannot unpack the charm on machine ${world.machine.id}: ${res.stderr.trim()}`);
-      await setAgentStatus(db, ref.modelUuid, ref.unit, 'idle', '');
-      if (world.unit.workload_status === 'waiting') {
-        await setWorkloadStatus(db, ref.modelUuid, ref.unit, 'maintenance', 'installing charm software');
-      }
-    },
+  /** Ships the charm to the unit's machine and creates the unit's directories. */
+  async function shipCharm(ref: UnitRef, world: UnitWorld): Promise<void> {
+    const tarball = await charmTarballFor(db, world.app.charm_name, world.app.charm_revision);
+    const target = await targetFor(world.machine);
+    const paths = unitPaths(world.machine.root_dir, ref.unit);
+    const res = await guardMachine(world.machine, () =>
+      substrateFor(deps.substrates, target).exec(target, {
+        command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
+        stdin: tarball,
+        timeoutMs: 120_000,
+      }),
+    );
+    if (res.code !== 0) throw new Error(`cannot unpack the charm on machine ${world.machine.id}: ${res.stderr.trim()}`);
+    await setAgentStatus(db, ref.modelUuid, ref.unit, 'idle', '');
+    if (world.unit.workload_status === 'waiting') {
+      await setWorkloadStatus(db, ref.modelUuid, ref.unit, 'maintenance', 'installing charm software');
+    }
+  }
 
+  return {
     /**
      * Runs hooks queued for one unit back to back, each built, run and committed
      * on its own, as the unit agent would one by one, without a round trip to it
@@ -665,19 +675,41 @@ export function createHookActivities(deps: ActivityDeps) {
      * that cannot be run at all (machine unreachable, runner lost) fails the
      * call only when it comes first; otherwise the hooks before it are reported
      * and it is taken up again, under the same context id, by the next call.
+     *
+     * `prepare` ships the charm to the machine first (a unit's first hooks); a
+     * failure there fails the call like a hook that cannot run.
      */
-    async runHooks(ref: UnitRef, runs: HookRun[]): Promise<HookOutcome[]> {
+    async runHooks(ref: UnitRef, runs: HookRun[], opts: { prepare?: boolean } = {}): Promise<HookOutcome[]> {
       const outcomes: HookOutcome[] = [];
-      for (const [i, run] of runs.entries()) {
-        let outcome: HookOutcome;
-        try {
-          outcome = await runOne(ref, run.event, run.contextId);
-        } catch (err) {
-          if (i === 0) throw err;
-          break;
+      let next: EarlyRunner | undefined;
+      try {
+        if (opts.prepare) {
+          const world = await loadWorld(db, ref);
+          if (world) {
+            rememberRunner(world);
+            // the first hook's runner starts up on the machine while the charm is unpacked
+            next = startEarly(ref, runs[0].event.hook);
+            await shipCharm(ref, world);
+          }
+        } else {
+          next = startEarly(ref, runs[0].event.hook);
         }
-        outcomes.push(outcome);
-        if (!outcome.ok || outcome.gone) break;
+        for (const [i, run] of runs.entries()) {
+          // the following hook's runner starts up on the machine while this one runs
+          const early = next;
+          next = i + 1 < runs.length ? startEarly(ref, runs[i + 1].event.hook) : undefined;
+          let outcome: HookOutcome;
+          try {
+            outcome = await runOne(ref, run.event, run.contextId, early);
+          } catch (err) {
+            if (i === 0) throw err;
+            break;
+          }
+          outcomes.push(outcome);
+          if (!outcome.ok || outcome.gone) break;
+        }
+      } finally {
+        next?.give(undefined);
       }
       return outcomes;
     },

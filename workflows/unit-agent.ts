@@ -177,22 +177,20 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     );
     let outcomes: HookOutcome[];
     try {
-      if (!state.prepared) {
-        // the charm goes to the machine before the first hook; a failure here is
-        // handled like a failed hook (error, backoff, resolve)
-        setCurrentDetails(`${ref.unit}: deploying the charm to its machine`);
-        await quick.prepareUnit(ref);
-        state.prepared = true;
-      }
+      // the charm goes to the machine before the first hook; a failure there is
+      // handled like a failed hook (error, backoff, resolve)
+      const prepare = !state.prepared;
+      if (prepare) setCurrentDetails(`${ref.unit}: deploying the charm to its machine, then ${names}`);
       outcomes = await hooks.runHooks.executeWithOptions(
         {
           ...HOOK_ACTIVITY,
-          // each hook has its own timeout on the machine
-          startToCloseTimeout: `${65 * batch.length} minutes`,
-          summary: `${names} on ${ref.unit}`,
+          // each hook has its own timeout on the machine; the charm's unpacking 2 minutes
+          startToCloseTimeout: `${65 * batch.length + (prepare ? 2 : 0)} minutes`,
+          summary: `${prepare ? 'deploy charm, ' : ''}${names} on ${ref.unit}`,
         },
-        [ref, batch],
+        [ref, batch, { prepare }],
       );
+      if (outcomes.length > 0) state.prepared = true;
     } catch (err) {
       // the machine could not run the hook at all (unreachable, host key changed):
       // the unit goes into error like a failed hook, and is retried the same way
