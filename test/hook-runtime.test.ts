@@ -129,10 +129,23 @@ interface Run {
   elapsed: number;
 }
 
+/** The runner on a Python without os.posix_spawn: hooks start through fork + exec. */
+const FORK_EXEC_RUNNER = [
+  'import os, sys',
+  'del os.posix_spawn',
+  'sys.path.insert(0, os.path.dirname(sys.argv[1]))',
+  'import cf_runner',
+  "sys.exit(cf_runner.main(['runner.py']))",
+].join('\n');
+
 /** Runs the runner once; every stdout line must parse as a HookEvent. */
-function runHook(ctx: HookContextInput, opts: { killWhen?: (ev: HookEvent) => boolean } = {}): Promise<Run> {
+function runHook(
+  ctx: HookContextInput,
+  opts: { killWhen?: (ev: HookEvent) => boolean; forkExec?: boolean } = {},
+): Promise<Run> {
   const started = Date.now();
-  const child: ChildProcess = spawn(PY, ['-S', runner], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const args = opts.forkExec ? ['-S', '-c', FORK_EXEC_RUNNER, runner] : ['-S', runner];
+  const child: ChildProcess = spawn(PY, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const events: HookEvent[] = [];
   const arrivals: number[] = [];
   let stderr = '';
@@ -184,80 +197,81 @@ const read = (...p: string[]) => readFileSync(path.join(...p), 'utf8');
 const readJson = (...p: string[]) => JSON.parse(read(...p));
 
 describe('hook runtime', () => {
-  test('a hook gets exactly Juju’s environment, built from scratch', async () => {
-    const where = deploy('tools-charm');
-    const ctx = context(where);
-    const run = await runHook(ctx);
-    assert.equal(run.result?.exitCode, 0, run.result?.tail.join('\n'));
-    const hookDir = path.join(where.unitDir, '.hooks', ctx.contextId);
-    const base = {
-      PATH: `${toolsDir}:${SYSTEM_PATH}`,
-      HOME: userInfo().homedir,
-      LANG: 'C.UTF-8',
-      JUJU_UNIT_NAME: 'tools/0',
-      JUJU_MODEL_NAME: 'm1',
-      JUJU_MODEL_UUID: '6f0c5a2e-0000-4000-8000-000000000001',
-      JUJU_VERSION: '3.6.4',
-      JUJU_CHARM_DIR: where.charmDir,
-      CHARM_DIR: where.charmDir,
-      JUJU_MACHINE_ID: '3',
-      JUJU_AVAILABILITY_ZONE: 'zone-a',
-      JUJU_PRINCIPAL_UNIT: '',
-      CHARMFLOW_HOOK_DIR: hookDir,
-    };
-    assert.deepEqual(readJson(where.charmDir, 'env-hooks-install.json'), {
-      ...base,
-      JUJU_DISPATCH_PATH: 'hooks/install',
-      JUJU_HOOK_NAME: 'install',
-      JUJU_CONTEXT_ID: ctx.contextId,
-    });
-    assert.deepEqual(outputs(run, 'stdout'), ['env recorded']);
-    assert.deepEqual(outputs(run, 'stderr'), ['to stderr']);
+  for (const forkExec of [false, true])
+    test(`a hook gets exactly Juju’s environment, built from scratch (${forkExec ? 'fork + exec' : 'posix_spawn'})`, async () => {
+      const where = deploy('tools-charm');
+      const ctx = context(where);
+      const run = await runHook(ctx, { forkExec });
+      assert.equal(run.result?.exitCode, 0, run.result?.tail.join('\n'));
+      const hookDir = path.join(where.unitDir, '.hooks', ctx.contextId);
+      const base = {
+        PATH: `${toolsDir}:${SYSTEM_PATH}`,
+        HOME: userInfo().homedir,
+        LANG: 'C.UTF-8',
+        JUJU_UNIT_NAME: 'tools/0',
+        JUJU_MODEL_NAME: 'm1',
+        JUJU_MODEL_UUID: '6f0c5a2e-0000-4000-8000-000000000001',
+        JUJU_VERSION: '3.6.4',
+        JUJU_CHARM_DIR: where.charmDir,
+        CHARM_DIR: where.charmDir,
+        JUJU_MACHINE_ID: '3',
+        JUJU_AVAILABILITY_ZONE: 'zone-a',
+        JUJU_PRINCIPAL_UNIT: '',
+        CHARMFLOW_HOOK_DIR: hookDir,
+      };
+      assert.deepEqual(readJson(where.charmDir, 'env-hooks-install.json'), {
+        ...base,
+        JUJU_DISPATCH_PATH: 'hooks/install',
+        JUJU_HOOK_NAME: 'install',
+        JUJU_CONTEXT_ID: ctx.contextId,
+      });
+      assert.deepEqual(outputs(run, 'stdout'), ['env recorded']);
+      assert.deepEqual(outputs(run, 'stderr'), ['to stderr']);
 
-    // a relation hook adds the relation variables
-    const rctx = context(where, {
-      name: 'db-relation-departed',
-      relation: { id: 1, remoteUnit: 'pg/1', remoteApp: 'pg', departingUnit: 'pg/1' },
-    });
-    const rrun = await runHook(rctx);
-    assert.equal(rrun.result?.exitCode, 0);
-    assert.deepEqual(readJson(where.charmDir, 'env-hooks-db-relation-departed.json'), {
-      ...base,
-      CHARMFLOW_HOOK_DIR: path.join(where.unitDir, '.hooks', rctx.contextId),
-      JUJU_DISPATCH_PATH: 'hooks/db-relation-departed',
-      JUJU_HOOK_NAME: 'db-relation-departed',
-      JUJU_CONTEXT_ID: rctx.contextId,
-      JUJU_RELATION: 'db',
-      JUJU_RELATION_ID: 'db:1',
-      JUJU_REMOTE_UNIT: 'pg/1',
-      JUJU_REMOTE_APP: 'pg',
-      JUJU_DEPARTING_UNIT: 'pg/1',
-    });
+      // a relation hook adds the relation variables
+      const rctx = context(where, {
+        name: 'db-relation-departed',
+        relation: { id: 1, remoteUnit: 'pg/1', remoteApp: 'pg', departingUnit: 'pg/1' },
+      });
+      const rrun = await runHook(rctx, { forkExec });
+      assert.equal(rrun.result?.exitCode, 0);
+      assert.deepEqual(readJson(where.charmDir, 'env-hooks-db-relation-departed.json'), {
+        ...base,
+        CHARMFLOW_HOOK_DIR: path.join(where.unitDir, '.hooks', rctx.contextId),
+        JUJU_DISPATCH_PATH: 'hooks/db-relation-departed',
+        JUJU_HOOK_NAME: 'db-relation-departed',
+        JUJU_CONTEXT_ID: rctx.contextId,
+        JUJU_RELATION: 'db',
+        JUJU_RELATION_ID: 'db:1',
+        JUJU_REMOTE_UNIT: 'pg/1',
+        JUJU_REMOTE_APP: 'pg',
+        JUJU_DEPARTING_UNIT: 'pg/1',
+      });
 
-    // an action: no JUJU_HOOK_NAME, action variables, action tools work
-    const actx = context(where, {
-      kind: 'action',
-      name: 'do-thing',
-      action: { id: '42', params: { target: 'db', nested: { a: 1 } } },
+      // an action: no JUJU_HOOK_NAME, action variables, action tools work
+      const actx = context(where, {
+        kind: 'action',
+        name: 'do-thing',
+        action: { id: '42', params: { target: 'db', nested: { a: 1 } } },
+      });
+      const arun = await runHook(actx, { forkExec });
+      assert.equal(arun.result?.exitCode, 0, arun.result?.tail.join('\n'));
+      const aenv = readJson(where.charmDir, 'env-actions-do-thing.json');
+      delete aenv.PWD; // exported by the action's /bin/sh, not by the runner
+      assert.deepEqual(aenv, {
+        ...base,
+        CHARMFLOW_HOOK_DIR: path.join(where.unitDir, '.hooks', actx.contextId),
+        JUJU_DISPATCH_PATH: 'actions/do-thing',
+        JUJU_CONTEXT_ID: actx.contextId,
+        JUJU_ACTION_NAME: 'do-thing',
+        JUJU_ACTION_UUID: '42',
+      });
+      assert.deepEqual(readJson(where.charmDir, 'action-params.json'), { nested: { a: 1 }, target: 'db' });
+      assert.equal(read(where.charmDir, 'action-target.txt'), 'db\n');
+      assert.ok(arun.events.some((e) => e.type === 'action-log' && e.message === 'working on db'));
+      assert.deepEqual(arun.result?.changes.actionResults, { result: { count: '3', unit: 'tools/0' }, outcome: 'ok' });
+      assert.equal(arun.result?.changes.actionFailed, 'partly failed');
     });
-    const arun = await runHook(actx);
-    assert.equal(arun.result?.exitCode, 0, arun.result?.tail.join('\n'));
-    const aenv = readJson(where.charmDir, 'env-actions-do-thing.json');
-    delete aenv.PWD; // exported by the action's /bin/sh, not by the runner
-    assert.deepEqual(aenv, {
-      ...base,
-      CHARMFLOW_HOOK_DIR: path.join(where.unitDir, '.hooks', actx.contextId),
-      JUJU_DISPATCH_PATH: 'actions/do-thing',
-      JUJU_CONTEXT_ID: actx.contextId,
-      JUJU_ACTION_NAME: 'do-thing',
-      JUJU_ACTION_UUID: '42',
-    });
-    assert.deepEqual(readJson(where.charmDir, 'action-params.json'), { nested: { a: 1 }, target: 'db' });
-    assert.equal(read(where.charmDir, 'action-target.txt'), 'db\n');
-    assert.ok(arun.events.some((e) => e.type === 'action-log' && e.message === 'working on db'));
-    assert.deepEqual(arun.result?.changes.actionResults, { result: { count: '3', unit: 'tools/0' }, outcome: 'ok' });
-    assert.equal(arun.result?.changes.actionFailed, 'partly failed');
-  });
 
   test('a missing hook is skipped: nothing runs', async () => {
     const where = deploy('tools-charm');

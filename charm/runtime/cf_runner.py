@@ -15,7 +15,7 @@
 # overlaps that work, and closes stdin empty when the hook is not to run after
 # all (an earlier attempt finished it, the unit is gone).
 #
-# Durability: the hook runs under a detached supervisor (double fork + setsid)
+# Durability: the hook runs under a detached supervisor (fork + setsid)
 # that records everything in <unitDir>/.hooks/<contextId>/:
 #   ctx.json      the context (0600), read by the hook tools
 #   events.jsonl  one HookEvent per line (output, log, status, ...), appended
@@ -494,48 +494,16 @@ def run_hook(ctx, hook_dir, rec):
     signal.signal(signal.SIGCHLD, _ignore_signal)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    exec_r, exec_w = os.pipe()  # close-on-exec: EOF means exec succeeded
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            os.close(out_r)
-            os.close(err_r)
-            os.close(exec_r)
-            signal.set_wakeup_fd(-1)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            for s in ('SIGPIPE', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGCHLD'):
-                if hasattr(signal, s):
-                    signal.signal(getattr(signal, s), signal.SIG_DFL)
-            os.chdir(ctx['charmDir'])
-            os.execve(exe, [exe], env)
-        except BaseException as e:
-            try:
-                os.write(exec_w, ('%s: %s' % (exe, e)).encode('utf-8', 'replace'))
-            except BaseException:
-                pass
-        os._exit(127)
+    try:
+        pid = spawn_hook(exe, env, ctx['charmDir'], out_w, err_w, signal)
+    except OSError as e:
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        _restore_sigchld(signal, wake_r, wake_w)
+        rec.output('stderr', 'charmflow: cannot run hook: %s: %s' % (exe, e))
+        return 126, False, False
     os.close(out_w)
     os.close(err_w)
-    os.close(exec_w)
-    exec_err = b''
-    while True:
-        chunk = os.read(exec_r, 4096)
-        if not chunk:
-            break
-        exec_err += chunk
-    os.close(exec_r)
-    if exec_err:
-        os.close(out_r)
-        os.close(err_r)
-        os.waitpid(pid, 0)
-        _restore_sigchld(signal, wake_r, wake_w)
-        msg = exec_err.decode('utf-8', 'replace')
-        rec.output('stderr', 'charmflow: cannot run hook: ' + msg)
-        return 126, False, False
 
     timeout = float(ctx.get('timeoutSeconds') or 3600)
     start = time.monotonic()
@@ -640,6 +608,61 @@ def run_hook(ctx, hook_dir, rec):
     if os.WIFEXITED(status) and not timed_out:
         return os.WEXITSTATUS(status), False, False
     return None, timed_out, False
+
+
+_HOOK_DEFAULT_SIGNALS = ('SIGPIPE', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGCHLD')
+
+
+def spawn_hook(exe, env, cwd, out_w, err_w, signal):
+    """Start the hook: a session of its own, cwd the charm dir, stdin /dev/null,
+    stdout and stderr into the pipes, default signal dispositions. posix_spawn
+    (no copy of this process) where the platform has it, else fork + exec. An
+    exec that fails raises OSError."""
+    sigs = [getattr(signal, n) for n in _HOOK_DEFAULT_SIGNALS if hasattr(signal, n)]
+    spawn = getattr(os, 'posix_spawn', None)
+    if spawn is not None and hasattr(os, 'POSIX_SPAWN_DUP2'):
+        os.chdir(cwd)  # the supervisor has no use for its own cwd
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+        ]
+        try:
+            return spawn(exe, [exe], env, file_actions=actions, setsid=True, setsigdef=sigs)
+        except NotImplementedError:
+            pass  # no POSIX_SPAWN_SETSID in this libc
+    exec_r, exec_w = os.pipe()  # close-on-exec: EOF means exec succeeded
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for s in sigs:
+                signal.signal(s, signal.SIG_DFL)
+            os.chdir(cwd)
+            os.execve(exe, [exe], env)
+        except BaseException as e:
+            try:
+                os.write(exec_w, str(e).encode('utf-8', 'replace'))
+            except BaseException:
+                pass
+        os._exit(127)
+    os.close(exec_w)
+    exec_err = b''
+    while True:
+        chunk = os.read(exec_r, 4096)
+        if not chunk:
+            break
+        exec_err += chunk
+    os.close(exec_r)
+    if exec_err:
+        os.waitpid(pid, 0)
+        raise OSError(exec_err.decode('utf-8', 'replace'))
+    return pid
 
 
 def _ignore_signal(signum, frame):
@@ -770,27 +793,35 @@ def close_inherited(keep):
 
 
 def start_supervisor(ctx, hooks_dir, hook_dir, ctx_bytes):
-    """Stage the execution dir, spawn the detached supervisor. Returns a fd that
-    becomes readable (EOF) when the supervisor is done, and whether we won the
-    race to create hook_dir."""
+    """Stage the execution dir and claim it; if the claim is ours, spawn the
+    detached supervisor. Returns a fd that becomes readable (EOF) when the
+    supervisor is done, or None when another invocation claimed it first."""
     import fcntl
     staging = os.path.join(hooks_dir, '.tmp-%s-%d' % (ctx['contextId'], os.getpid()))
     os.mkdir(staging, 0o700)
     write_file(os.path.join(staging, 'ctx.json'), ctx_bytes, 0o600)
     write_file(os.path.join(staging, 'events.jsonl'), b'', 0o600)
-    ready_r, ready_w = os.pipe()
+    # The run lock is held from before the claim until the supervisor exits: the
+    # supervisor inherits this open file description across fork, and the lock
+    # with it.
+    lock_fd = os.open(os.path.join(staging, 'run.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        os.rename(staging, hook_dir)
+    except OSError:
+        os.close(lock_fd)
+        rmtree(staging)
+        return None
     done_r, done_w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        # first child: new session, then fork the supervisor and exit
+        # The supervisor: a session of its own, so the end of the channel that
+        # started us (SIGHUP, a kill of our process group) never reaches it, and
+        # none of the channel's fds, so it never holds the channel open.
         try:
-            os.close(ready_r)
-            os.close(done_r)
             os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
             signal = _signal_mod()
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -800,38 +831,14 @@ def start_supervisor(ctx, hooks_dir, hook_dir, ctx_bytes):
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             os.close(devnull)
-            close_inherited((ready_w, done_w))
-            lock_fd = os.open(os.path.join(staging, 'run.lock'), os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            try:
-                os.rename(staging, hook_dir)
-                won = True
-            except OSError:
-                won = False
-            try:
-                os.write(ready_w, b'1' if won else b'0')
-            except OSError:
-                pass
-            os.close(ready_w)
-            if not won:
-                os.close(lock_fd)
-                rmtree(staging)
-                os._exit(0)
+            close_inherited((lock_fd, done_w))
             supervise(ctx, hook_dir, lock_fd, done_w)
             os._exit(0)
         except BaseException:
             os._exit(1)
-    os.close(ready_w)
+    os.close(lock_fd)
     os.close(done_w)
-    os.waitpid(pid, 0)
-    flag = os.read(ready_r, 1)
-    os.close(ready_r)
-    if flag != b'1':
-        os.close(done_r)
-        if os.path.isdir(staging):
-            rmtree(staging)
-        return None, False
-    return done_r, True
+    return done_r
 
 
 # ---------------------------------------------------------------- foreground
@@ -970,7 +977,7 @@ def run(stdin_bytes):
         return
     done_fd = None
     if not os.path.isdir(hook_dir):
-        done_fd, won = start_supervisor(ctx, hooks_dir, hook_dir, stdin_bytes)
+        done_fd = start_supervisor(ctx, hooks_dir, hook_dir, stdin_bytes)
     if done_fd is None:
         # attach to (or recover) an execution started by an earlier invocation
         if os.path.exists(result_path):
