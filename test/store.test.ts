@@ -147,3 +147,86 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('PGlite statement cache', () => {
+  let dir: string;
+  let store: Store;
+  const prepared = async () =>
+    Number(
+      (await sql<{ n: number }>`select count(*)::int as n from pg_prepared_statements`.execute(store.db)).rows[0].n,
+    );
+
+  test('a repeated statement is prepared once and answers exactly as an unprepared one', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'charmflow-stmt-'));
+    store = await openStore({ dataDir: dir });
+    await store.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+    const before = await prepared();
+    const awkward = [
+      "it's",
+      "''",
+      'back\\slash \\x27 \\n',
+      "'); DROP TABLE models; --",
+      '$1 $2 ?',
+      'line\nbreak\ttab',
+      'é ✓ 🚀',
+      '',
+    ];
+    for (const [i, name] of awkward.entries()) {
+      // the same insert and select text each time: prepared from the second call on
+      const config = JSON.stringify({ name, n: i, ok: i % 2 === 0, none: null });
+      await store.db
+        .insertInto('models')
+        .values({ uuid: `s-${i}`, name: `m ${name}`, cloud: 'local', config })
+        .execute();
+      const row = await store.db
+        .selectFrom('models')
+        .select(['name', 'config'])
+        .where('uuid', '=', `s-${i}`)
+        .executeTakeFirstOrThrow();
+      assert.equal(row.name, `m ${name}`);
+      assert.deepEqual(row.config, { name, n: i, ok: i % 2 === 0, none: null });
+    }
+    assert.ok((await prepared()) >= before + 2, 'the repeated insert and select were not prepared');
+    // numbers, booleans and nulls as arguments
+    for (let i = 0; i < 3; i++) {
+      const r = await sql<{ a: number; b: boolean; c: string | null }>`
+        select ${41 + i}::int + 1 as a, ${i === 1}::boolean as b, ${null}::text as c`.execute(store.db);
+      assert.deepEqual(r.rows[0], { a: 42 + i, b: i === 1, c: null });
+    }
+  });
+
+  test('a prepared statement survives its table changing shape', async () => {
+    const all = () => store.db.selectFrom('models').selectAll().where('uuid', '=', 's-0').executeTakeFirstOrThrow();
+    await all();
+    await all();
+    await sql`alter table models add column extra text not null default 'x'`.execute(store.db);
+    const row = (await all()) as Record<string, unknown>;
+    assert.equal(row.extra, 'x');
+    await sql`alter table models drop column extra`.execute(store.db);
+    assert.equal(((await all()) as Record<string, unknown>).extra, undefined);
+  });
+
+  test('nothing is prepared inside a transaction, and errors keep their codes', async () => {
+    const before = await prepared();
+    await store.db.transaction().execute(async (tx) => {
+      for (let i = 0; i < 3; i++) {
+        await tx.selectFrom('clouds').select('name').where('type', '=', `t-${i}`).execute();
+      }
+    });
+    assert.equal(await prepared(), before);
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        store.db
+          .insertInto('models')
+          .values({ uuid: 's-0', name: `dup-${i}`, cloud: 'local' })
+          .execute(),
+        (err) => isUniqueViolation(err),
+      );
+    }
+  });
+
+  after(async () => {
+    await store?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+});
