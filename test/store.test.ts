@@ -210,7 +210,7 @@ describe('PGlite statement cache', () => {
     const before = await prepared();
     await store.db.transaction().execute(async (tx) => {
       for (let i = 0; i < 3; i++) {
-        await tx.selectFrom('clouds').select('name').where('type', '=', `t-${i}`).execute();
+        await tx.selectFrom('clouds').select('name').where('name', '=', `t-${i}`).execute();
       }
     });
     assert.equal(await prepared(), before);
