@@ -552,11 +552,15 @@ export function createHookActivities(deps: ActivityDeps) {
     ev: UnitEvent,
     contextId: string,
     early: EarlyRunner | undefined,
+    onRunnerStarted: () => void,
   ): Promise<HookOutcome> {
     const startedAt = new Date();
     // The store's statements hold the event loop while they run: let the early
     // runner's exec request go out first, so it starts while they do.
-    if (early) await early.started;
+    if (early) {
+      await early.started;
+      onRunnerStarted();
+    }
     const withdraw = () => early?.give(undefined);
 
     // One statement reads the unit's world, records the run and marks the agent
@@ -613,7 +617,14 @@ export function createHookActivities(deps: ActivityDeps) {
     } else {
       // the machine's record changed under us (new key, address): start afresh
       withdraw();
-      running = startRunner(where.target, where.runner, ref, ev.hook, Promise.resolve(JSON.stringify(ctx)));
+      running = startRunner(
+        where.target,
+        where.runner,
+        ref,
+        ev.hook,
+        Promise.resolve(JSON.stringify(ctx)),
+        onRunnerStarted,
+      );
     }
     const result = await guardMachine(world.machine, () => running);
     const ok = result.exitCode === 0 && !result.timedOut;
@@ -695,12 +706,17 @@ export function createHookActivities(deps: ActivityDeps) {
           next = startEarly(ref, runs[0].event.hook);
         }
         for (const [i, run] of runs.entries()) {
-          // the following hook's runner starts up on the machine while this one runs
           const early = next;
-          next = i + 1 < runs.length ? startEarly(ref, runs[i + 1].event.hook) : undefined;
+          next = undefined;
+          // The following hook's runner starts up on the machine while this one
+          // runs: once this one's exec is out, so it never waits for a channel
+          // behind the runner that is to follow it.
+          const prestart = () => {
+            if (i + 1 < runs.length) next ??= startEarly(ref, runs[i + 1].event.hook);
+          };
           let outcome: HookOutcome;
           try {
-            outcome = await runOne(ref, run.event, run.contextId, early);
+            outcome = await runOne(ref, run.event, run.contextId, early, prestart);
           } catch (err) {
             if (i === 0) throw err;
             break;
