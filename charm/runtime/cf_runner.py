@@ -15,7 +15,8 @@
 # overlaps that work, and closes stdin empty when the hook is not to run after
 # all (an earlier attempt finished it, the unit is gone).
 #
-# Durability: the hook runs under a detached supervisor (fork + setsid)
+# Durability: the hook runs under a detached supervisor (fork + setsid, forked
+# as the runner starts and handed the context through a pipe)
 # that records everything in <unitDir>/.hooks/<contextId>/:
 #   ctx.json      the context (0600), read by the hook tools
 #   events.jsonl  one HookEvent per line (output, log, status, ...), appended
@@ -792,61 +793,125 @@ def close_inherited(keep):
                 pass
 
 
-def start_supervisor(ctx, hooks_dir, hook_dir, ctx_bytes):
-    """Stage the execution dir and claim it; if the claim is ours, spawn the
-    detached supervisor. Returns a fd that becomes readable (EOF) when the
-    supervisor is done, or None when another invocation claimed it first."""
+def claim(ctx, ctx_bytes):
+    """Stage the execution dir and claim it (rename into place). Returns the held
+    run lock, or None when another invocation claimed it first."""
     import fcntl
+    hooks_dir = os.path.join(ctx['unitDir'], '.hooks')
     staging = os.path.join(hooks_dir, '.tmp-%s-%d' % (ctx['contextId'], os.getpid()))
     os.mkdir(staging, 0o700)
     write_file(os.path.join(staging, 'ctx.json'), ctx_bytes, 0o600)
     write_file(os.path.join(staging, 'events.jsonl'), b'', 0o600)
-    # The run lock is held from before the claim until the supervisor exits: the
-    # supervisor inherits this open file description across fork, and the lock
-    # with it.
+    # held from before the claim until the supervisor exits
     lock_fd = os.open(os.path.join(staging, 'run.lock'), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
-        os.rename(staging, hook_dir)
+        os.rename(staging, os.path.join(hooks_dir, ctx['contextId']))
     except OSError:
         os.close(lock_fd)
         rmtree(staging)
         return None
-    done_r, done_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        # The supervisor: a session of its own, so the end of the channel that
-        # started us (SIGHUP, a kill of our process group) never reaches it, and
-        # none of the channel's fds, so it never holds the channel open.
-        try:
-            os.setsid()
-            signal = _signal_mod()
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, 0)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-            close_inherited((lock_fd, done_w))
-            supervise(ctx, hook_dir, lock_fd, done_w)
+    return lock_fd
+
+
+def read_all(fd):
+    data = b''
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+class Supervisor(object):
+    """The supervisor, forked as soon as the runner starts, before its context
+    arrives: when the controller starts the runner early, the fork is done by
+    the time the hook is due. Detached at once (a session of its own, none of the
+    channel's fds), it waits for the context on a pipe. Given one, it claims the
+    execution dir and runs the hook; given nothing, it exits."""
+
+    def __init__(self):
+        ctx_r, self.ctx_w = os.pipe()
+        self.answer_r, answer_w = os.pipe()
+        self.done_r, done_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                signal = _signal_mod()
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+                close_inherited((ctx_r, answer_w, done_w))
+                ctx_bytes = read_all(ctx_r)
+                os.close(ctx_r)
+                if ctx_bytes:
+                    ctx = json_loads(ctx_bytes)
+                    try:
+                        lock_fd = claim(ctx, ctx_bytes)
+                    except Exception as e:
+                        os.write(answer_w, ('E%s' % e).encode('utf-8', 'replace'))
+                        os._exit(1)
+                    os.write(answer_w, b'1' if lock_fd is not None else b'0')
+                    os.close(answer_w)
+                    if lock_fd is not None:
+                        hook_dir = os.path.join(ctx['unitDir'], '.hooks', ctx['contextId'])
+                        supervise(ctx, hook_dir, lock_fd, done_w)
+            except BaseException:
+                os._exit(1)
             os._exit(0)
-        except BaseException:
-            os._exit(1)
-    os.close(lock_fd)
-    os.close(done_w)
-    return done_r
+        os.close(ctx_r)
+        os.close(answer_w)
+        os.close(done_w)
+
+    def start(self, ctx_bytes):
+        """Hands the context over. Returns a fd that becomes readable (EOF) when
+        the hook is done, or None when another invocation claimed the run first."""
+        try:
+            emit_to(self.ctx_w, ctx_bytes)
+        except OSError:
+            pass  # it died: its answer says so
+        os.close(self.ctx_w)
+        self.ctx_w = None
+        answer = read_all(self.answer_r)
+        os.close(self.answer_r)
+        self.answer_r = None
+        done_r, self.done_r = self.done_r, None
+        if answer == b'1':
+            return done_r
+        os.close(done_r)
+        if answer[:1] == b'E':
+            raise OSError('cannot stage the hook: %s' % answer[1:].decode('utf-8', 'replace'))
+        if answer != b'0':
+            raise OSError('the hook supervisor died before it started the hook')
+        return None
+
+    def dismiss(self):
+        """No hook for it to run: it exits."""
+        for name in ('ctx_w', 'answer_r', 'done_r'):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
 
 
 # ---------------------------------------------------------------- foreground
 
-def emit(data):
+def emit_to(fd, data):
     while data:
-        n = os.write(1, data)
+        n = os.write(fd, data)
         data = data[n:]
+
+
+def emit(data):
+    emit_to(1, data)
 
 
 def lock_is_free(hook_dir):
@@ -956,7 +1021,7 @@ def read_context():
                 pass
 
 
-def run(stdin_bytes):
+def run(stdin_bytes, supervisor):
     try:
         ctx = json_loads(stdin_bytes)
     except Exception as e:
@@ -977,7 +1042,7 @@ def run(stdin_bytes):
         return
     done_fd = None
     if not os.path.isdir(hook_dir):
-        done_fd = start_supervisor(ctx, hooks_dir, hook_dir, stdin_bytes)
+        done_fd = supervisor.start(stdin_bytes)
     if done_fd is None:
         # attach to (or recover) an execution started by an earlier invocation
         if os.path.exists(result_path):
@@ -1014,10 +1079,14 @@ def main(argv):
         if len(argv) > 1:
             sys.stderr.write('usage: runner.py < HookContext.json | runner.py install-tools <bindir>\n')
             return 2
-        ctx_bytes = read_context()
-        if not ctx_bytes.strip():
-            return 0  # withdrawn before it started: nothing to run
-        run(ctx_bytes)
+        supervisor = Supervisor()
+        try:
+            ctx_bytes = read_context()
+            if not ctx_bytes.strip():
+                return 0  # withdrawn before it started: nothing to run
+            run(ctx_bytes, supervisor)
+        finally:
+            supervisor.dismiss()
         # Everything went out with os.write; skip the interpreter's teardown
         # (a few ms on every hook) while the controller waits for the exit.
         sys.stderr.flush()
