@@ -1,6 +1,7 @@
 // Kysely dialect for PGlite (Postgres compiled to WASM, in process). PGlite has one
 // connection, so connections are handed out one at a time: a transaction holds
 // it until commit and no other query can interleave.
+import type { PGlite, Results } from '@electric-sql/pglite';
 import {
   type CompiledQuery,
   type DatabaseConnection,
@@ -15,7 +16,6 @@ import {
   type QueryCompiler,
   type QueryResult,
 } from 'kysely';
-import type { PGliteLike } from './pglite-thread.ts';
 
 /** A statement seen this often is prepared (PREPARE) and run with EXECUTE from then on. */
 const PREPARE_AFTER = 2;
@@ -49,7 +49,7 @@ class StatementCache {
   private counter = 0;
   private conforming: boolean | undefined;
 
-  constructor(private readonly pg: PGliteLike) {}
+  constructor(private readonly pg: PGlite) {}
 
   /**
    * The EXECUTE for this statement, preparing it if it is due; undefined: run it
@@ -107,14 +107,14 @@ class PGliteConnection implements DatabaseConnection {
   /** Set by the driver between BEGIN and COMMIT/ROLLBACK. */
   inTransaction = false;
 
-  constructor(private readonly pg: PGliteLike) {
+  constructor(private readonly pg: PGlite) {
     this.statements = new StatementCache(pg);
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const params = compiled.parameters as unknown[];
     const execute = await this.statements.executeFor(compiled.sql, params, this.inTransaction);
-    let res: { rows: R[]; affectedRows?: number };
+    let res: Results<R>;
     try {
       res = execute ? await this.pg.query<R>(execute) : await this.pg.query<R>(compiled.sql, params);
     } catch (err) {
@@ -142,7 +142,7 @@ class PGliteDriver implements Driver {
   private release: (() => void) | null = null;
   private readonly connection: PGliteConnection;
 
-  constructor(private readonly pg: PGliteLike) {
+  constructor(private readonly pg: PGlite) {
     this.connection = new PGliteConnection(pg);
   }
 
@@ -188,7 +188,7 @@ class PGliteDriver implements Driver {
 }
 
 export class PGliteDialect implements Dialect {
-  constructor(private readonly pg: PGliteLike) {}
+  constructor(private readonly pg: PGlite) {}
   createAdapter(): DialectAdapter {
     return new PostgresAdapter();
   }

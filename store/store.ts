@@ -8,7 +8,6 @@ import { Kysely, Migrator, PostgresDialect, type Transaction } from 'kysely';
 import pg from 'pg';
 import { StaticMigrationProvider } from './migrations.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
-import { PGliteThread } from './pglite-thread.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -38,15 +37,19 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     kind = 'postgres';
   } else {
+    const { PGlite } = await import('@electric-sql/pglite');
     if (opts.dataDir) {
       mkdirSync(opts.dataDir, { recursive: true });
       if (!existsSync(join(opts.dataDir, 'PG_VERSION'))) await initdbInChild(opts.dataDir);
     }
     // Postgres' defaults (128 MB of shared buffers) are sized for a server, not an
     // embedded store; these keep the controller's memory small.
-    const pglite = new PGliteThread(opts.dataDir, [
-      ...['-c', 'shared_buffers=16MB', '-c', 'work_mem=2MB', '-c', 'temp_buffers=2MB', '-c', 'wal_buffers=1MB'],
-    ]);
+    const pglite = new PGlite(opts.dataDir, {
+      startParams: [
+        ...PGlite.defaultStartParams,
+        ...['-c', 'shared_buffers=16MB', '-c', 'work_mem=2MB', '-c', 'temp_buffers=2MB', '-c', 'wal_buffers=1MB'],
+      ],
+    });
     await pglite.waitReady;
     db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
     kind = 'pglite';
