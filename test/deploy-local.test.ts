@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { unitAgentWorkflowId } from '../workflows/messages.ts';
 import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
 import { httpText, waitFor } from './helpers/wait.ts';
@@ -61,6 +62,12 @@ describe('deploy on the local cloud', () => {
     assert.match(table, /^web\s+.*active\s+2\s+http-hooks\s+1/m);
     assert.match(table, /^web\/0\*\s+active\s+idle\s+\d+\s+127\.\S+\s+18080\/tcp/m);
     assert.match(table, /^Machine\s+State\s+Address\s+Message/m);
+    // each unit agent is findable in the Temporal UI by model and application
+    for (const unit of ['web/0', 'web/1']) {
+      const agent = await c.client.workflow.getHandle(unitAgentWorkflowId('default', unit)).describe();
+      assert.deepEqual(agent.searchAttributes.CharmflowModel, ['default'], unit);
+      assert.deepEqual(agent.searchAttributes.CharmflowApplication, ['web'], unit);
+    }
   });
 
   test('config changes run config-changed everywhere and the new content is served', async () => {

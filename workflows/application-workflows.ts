@@ -24,7 +24,7 @@ import {
   unitProgressSignal,
 } from './messages.ts';
 import { type OperationContext, type OperationInput, operationRecords as ops, runOperation } from './operation.ts';
-import { ApplicationKey } from './search-attributes.ts';
+import { ApplicationKey, ModelKey } from './search-attributes.ts';
 import { unitAgentWorkflow } from './unit-agent.ts';
 
 const units = proxyActivities<UnitActivities>({
@@ -171,6 +171,10 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
           args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
+          typedSearchAttributes: [
+            { key: ModelKey, value: input.model },
+            { key: ApplicationKey, value: input.application },
+          ],
         });
         tracker.set(u.unit, 'queued install');
       }),

@@ -130,10 +130,13 @@ async function notified(): Promise<void> {
 export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   const { ref } = state;
   const app = ref.unit.split('/')[0];
-  upsertSearchAttributes([
-    { key: ModelKey, value: ref.model },
-    { key: ApplicationKey, value: app },
-  ]);
+  // deploy starts agents with their search attributes; an agent started otherwise sets them
+  if (workflowInfo().typedSearchAttributes.get(ModelKey) === undefined) {
+    upsertSearchAttributes([
+      { key: ModelKey, value: ref.model },
+      { key: ApplicationKey, value: app },
+    ]);
+  }
   let running: ReadonlySet<UnitEvent> = new Set();
   let resolveRequest: ResolveRequest | null = null;
 
