@@ -700,7 +700,13 @@ export function createHookActivities(deps: ActivityDeps) {
             rememberRunner(world);
             // the first hook's runner starts up on the machine while the charm is unpacked
             next = startEarly(ref, runs[0].event.hook);
-            await shipCharm(ref, world);
+            const activity = Context.current();
+            const beat = setInterval(() => activity.heartbeat(), 1000);
+            try {
+              await shipCharm(ref, world);
+            } finally {
+              clearInterval(beat);
+            }
           }
         } else {
           next = startEarly(ref, runs[0].event.hook);
