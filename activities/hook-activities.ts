@@ -341,6 +341,9 @@ function timings(result: HookResult) {
 
 const noop = () => {};
 
+/** How many hooks ahead of the running one a batch's runners start up on the machine. */
+const PRESTART_AHEAD = 2;
+
 const LEVELS = new Set(['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']);
 
 export function createHookActivities(deps: ActivityDeps) {
@@ -527,23 +530,31 @@ export function createHookActivities(deps: ActivityDeps) {
     result: Promise<HookResult>;
     /** Resolves once the exec request is out (or the attempt ended). */
     started: Promise<void>;
+    /** Whether the exec request is out. */
+    out: boolean;
     give(context: string | undefined): void;
   }
 
-  function startEarly(ref: UnitRef, hook: string): EarlyRunner | undefined {
+  function startEarly(ref: UnitRef, hook: string, onOut: () => void = noop): EarlyRunner | undefined {
     const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
     if (!known) return undefined;
     let give: (context: string | undefined) => void = noop;
-    let onStarted = noop;
+    let markOut = noop;
     const started = new Promise<void>((r) => {
-      onStarted = r;
+      markOut = r;
     });
     const input = new Promise<string | undefined>((r) => {
       give = r;
     });
-    const result = startRunner(known.target, known.runner, ref, hook, input, onStarted);
-    const ended = result.then(noop, noop); // also marks a withdrawn run's failure handled
-    return { identity: known.identity, result, started: Promise.race([started, ended]), give };
+    const runner: EarlyRunner = { identity: known.identity, result: undefined!, started, out: false, give };
+    runner.result = startRunner(known.target, known.runner, ref, hook, input, () => {
+      runner.out = true;
+      markOut();
+      onOut();
+    });
+    const ended = runner.result.then(noop, noop); // also marks a withdrawn run's failure handled
+    runner.started = Promise.race([started, ended]);
+    return runner;
   }
 
   /** Runs one hook: context in, the runner on the machine, commit on success. */
@@ -692,14 +703,22 @@ export function createHookActivities(deps: ActivityDeps) {
      */
     async runHooks(ref: UnitRef, runs: HookRun[], opts: { prepare?: boolean } = {}): Promise<HookOutcome[]> {
       const outcomes: HookOutcome[] = [];
-      let next: EarlyRunner | undefined;
+      // Runners start up on the machine ahead of their hooks, at most PRESTART_AHEAD
+      // hooks ahead, each once the runner before it is out, so none ever waits for
+      // a channel behind a runner that is to follow it.
+      const early: (EarlyRunner | undefined)[] = [];
+      let current = 0;
+      const prestart = (j: number) => {
+        if (j >= runs.length || j > current + PRESTART_AHEAD || early[j]) return;
+        early[j] = startEarly(ref, runs[j].event.hook, () => prestart(j + 1));
+      };
       try {
         if (opts.prepare) {
           const world = await loadWorld(db, ref);
           if (world) {
             rememberRunner(world);
-            // the first hook's runner starts up on the machine while the charm is unpacked
-            next = startEarly(ref, runs[0].event.hook);
+            // the first hooks' runners start up while the charm is unpacked
+            prestart(0);
             const activity = Context.current();
             const beat = setInterval(() => activity.heartbeat(), 1000);
             try {
@@ -709,20 +728,15 @@ export function createHookActivities(deps: ActivityDeps) {
             }
           }
         } else {
-          next = startEarly(ref, runs[0].event.hook);
+          prestart(0);
         }
         for (const [i, run] of runs.entries()) {
-          const early = next;
-          next = undefined;
-          // The following hook's runner starts up on the machine while this one
-          // runs: once this one's exec is out, so it never waits for a channel
-          // behind the runner that is to follow it.
-          const prestart = () => {
-            if (i + 1 < runs.length) next ??= startEarly(ref, runs[i + 1].event.hook);
-          };
+          current = i;
+          // the window moved on: a runner whose predecessor is out may start now
+          for (let j = i + 1; j <= i + PRESTART_AHEAD; j++) if (early[j - 1]?.out) prestart(j);
           let outcome: HookOutcome;
           try {
-            outcome = await runOne(ref, run.event, run.contextId, early, prestart);
+            outcome = await runOne(ref, run.event, run.contextId, early[i], () => prestart(i + 1));
           } catch (err) {
             if (i === 0) throw err;
             break;
@@ -731,7 +745,9 @@ export function createHookActivities(deps: ActivityDeps) {
           if (!outcome.ok || outcome.gone) break;
         }
       } finally {
-        next?.give(undefined);
+        // runners started for hooks that will not run now are withdrawn (for the
+        // others, given their context already, this changes nothing)
+        for (const e of early) e?.give(undefined);
       }
       return outcomes;
     },
