@@ -535,9 +535,17 @@ export function createHookActivities(deps: ActivityDeps) {
     give(context: string | undefined): void;
   }
 
-  function startEarly(ref: UnitRef, hook: string, onOut: () => void = noop): EarlyRunner | undefined {
+  function startEarly(
+    ref: UnitRef,
+    hook: string,
+    opts: { ahead?: boolean; onOut?: () => void } = {},
+  ): EarlyRunner | undefined {
     const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
     if (!known) return undefined;
+    // a runner for a later hook takes a channel only while one stays free for others
+    const spare = substrateFor(deps.substrates, known.target).spareChannels?.(known.target);
+    if (opts.ahead && spare !== undefined && spare < 2) return undefined;
+    const onOut = opts.onOut ?? noop;
     let give: (context: string | undefined) => void = noop;
     let markOut = noop;
     const started = new Promise<void>((r) => {
@@ -704,13 +712,14 @@ export function createHookActivities(deps: ActivityDeps) {
     async runHooks(ref: UnitRef, runs: HookRun[], opts: { prepare?: boolean } = {}): Promise<HookOutcome[]> {
       const outcomes: HookOutcome[] = [];
       // Runners start up on the machine ahead of their hooks, at most PRESTART_AHEAD
-      // hooks ahead, each once the runner before it is out, so none ever waits for
-      // a channel behind a runner that is to follow it.
+      // hooks ahead, each once the runner before it is out (so none ever waits for
+      // a channel behind a runner that is to follow it), and only while the machine
+      // has a channel to spare beyond it.
       const early: (EarlyRunner | undefined)[] = [];
       let current = 0;
       const prestart = (j: number) => {
         if (j >= runs.length || j > current + PRESTART_AHEAD || early[j]) return;
-        early[j] = startEarly(ref, runs[j].event.hook, () => prestart(j + 1));
+        early[j] = startEarly(ref, runs[j].event.hook, { ahead: j > current, onOut: () => prestart(j + 1) });
       };
       try {
         if (opts.prepare) {

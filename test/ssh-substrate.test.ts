@@ -17,6 +17,7 @@ import {
   type Substrate,
 } from '../activities/substrates/substrate.ts';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -139,7 +140,13 @@ describe('ssh substrate on a test fleet', { skip: fleetUnsupportedReason() }, ()
       const t = fleet.target(1, { key: 'parallel/1' });
       // Each command counts, on the host itself, the commands running beside it.
       const command = 'd=/tmp/concurrency; mkdir -p $d; touch $d/$$; ls $d | wc -l; sleep 0.2; rm $d/$$';
-      const results = await Promise.all(Array.from({ length: 50 }, () => pooled.exec(t, { command })));
+      assert.equal(pooled.spareChannels(t), 8);
+      const running = Promise.all(Array.from({ length: 50 }, () => pooled.exec(t, { command })));
+      // all channels busy and 42 commands waiting: nothing spare for work ahead of need
+      await waitFor('the channels to fill', async () => pooled.stats().byKey['parallel/1']?.active === 8);
+      assert.equal(pooled.spareChannels(t), 0);
+      const results = await running;
+      assert.equal(pooled.spareChannels(t), 8);
       const seenOnHost = Math.max(...results.map((r) => Number(r.stdout.trim())));
       assert.ok(results.every((r) => r.code === 0));
       assert.ok(seenOnHost <= 8, `${seenOnHost} commands ran at once on the host`);

@@ -85,6 +85,10 @@ export class SshSubstrate implements Substrate {
     await this.pool.close();
   }
 
+  spareChannels(target: MachineTarget): number {
+    return this.pool.spareChannels(target.key);
+  }
+
   stats(): SshPoolStats {
     return this.pool.stats();
   }

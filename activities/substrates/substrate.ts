@@ -105,6 +105,12 @@ export interface Substrate {
   /** First contact: learn the host key (not yet pinned) and check the runtime's demands. */
   probe(target: MachineTarget): Promise<ProbeResult>;
   exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult>;
+  /**
+   * Commands the machine could take right now without waiting for a channel
+   * (absent: no such bound). Work started ahead of need asks first, so it never
+   * keeps a command that is due waiting.
+   */
+  spareChannels?(target: MachineTarget): number;
   /** Write a file atomically (temp + rename), creating parent dirs. */
   putFile(target: MachineTarget, path: string, content: string | Buffer, mode?: number): Promise<void>;
   /** Drop pooled resources for one machine (after removal). */
