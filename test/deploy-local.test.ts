@@ -1,6 +1,6 @@
 // Charms on the local cloud, end to end: real controller, real hooks, real workloads.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { unitAgentWorkflowId } from '../workflows/messages.ts';
@@ -134,6 +134,27 @@ describe('deploy on the local cloud', () => {
       .where('name', '=', 'flaky')
       .executeTakeFirstOrThrow();
     assert.deepEqual(app.leader_settings, {});
+    // the runners started ahead for leader-elected, config-changed and start were
+    // withdrawn: none is left waiting for a context that will not come
+    const { root_dir: root } = await c.store.db
+      .selectFrom('units')
+      .innerJoin('machines', (j) =>
+        j.onRef('machines.model_uuid', '=', 'units.model_uuid').onRef('machines.id', '=', 'units.machine_id'),
+      )
+      .select('machines.root_dir')
+      .where('units.name', '=', 'flaky/0')
+      .executeTakeFirstOrThrow();
+    const runnersOf = () =>
+      readdirSync('/proc').filter((pid) => {
+        try {
+          return (
+            /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${root}/runtime/runner.py`)
+          );
+        } catch {
+          return false;
+        }
+      });
+    await waitFor("no runner left on flaky/0's machine", async () => runnersOf().length === 0, 5_000);
     // retried automatically after 5 s; the second attempt succeeds (fail-once)
     await waitFor(
       'flaky/0 active after the automatic retry',
