@@ -531,7 +531,7 @@ export function createHookActivities(deps: ActivityDeps) {
     /** Resolves once the exec request is out (or the attempt ended). */
     started: Promise<void>;
     /** Whether the exec request is out. */
-    out: boolean;
+    readonly out: boolean;
     give(context: string | undefined): void;
   }
 
@@ -554,15 +554,22 @@ export function createHookActivities(deps: ActivityDeps) {
     const input = new Promise<string | undefined>((r) => {
       give = r;
     });
-    const runner: EarlyRunner = { identity: known.identity, result: undefined!, started, out: false, give };
-    runner.result = startRunner(known.target, known.runner, ref, hook, input, () => {
-      runner.out = true;
+    const state = { out: false };
+    const result = startRunner(known.target, known.runner, ref, hook, input, () => {
+      state.out = true;
       markOut();
       onOut();
     });
-    const ended = runner.result.then(noop, noop); // also marks a withdrawn run's failure handled
-    runner.started = Promise.race([started, ended]);
-    return runner;
+    const ended = result.then(noop, noop); // also marks a withdrawn run's failure handled
+    return {
+      identity: known.identity,
+      result,
+      started: Promise.race([started, ended]),
+      get out() {
+        return state.out;
+      },
+      give,
+    };
   }
 
   /** Runs one hook: context in, the runner on the machine, commit on success. */
