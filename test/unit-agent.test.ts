@@ -15,29 +15,31 @@ const state = (hooks: string[], seq = 0): UnitAgentState => ({
 
 describe('unit agent queue', () => {
   test('config-changed coalesces into a pending one, never into one handed to the machine', () => {
-    const queue: UnitEvent[] = [{ hook: 'install' }, { hook: 'config-changed' }];
-    enqueueCoalescing(queue, { hook: 'config-changed' }, new Set());
+    const s = state(['install', 'config-changed']);
+    enqueueCoalescing(s.queue, { hook: 'config-changed' });
     assert.deepEqual(
-      queue.map((e) => e.hook),
+      s.queue.map((e) => e.hook),
       ['install', 'config-changed'],
     );
-    // both queued events are running: the new one must run after them
-    enqueueCoalescing(queue, { hook: 'config-changed' }, new Set(queue));
+    // both queued events went to the machine (and keep their context ids, even
+    // between batches): the new one must run after them, with the new state
+    nextBatch(s);
+    enqueueCoalescing(s.queue, { hook: 'config-changed' });
     assert.deepEqual(
-      queue.map((e) => e.hook),
+      s.queue.map((e) => e.hook),
       ['install', 'config-changed', 'config-changed'],
     );
     // a new requester of a coalesced event is still told
-    enqueueCoalescing(queue, { hook: 'config-changed', notify: 'op:2' }, new Set(queue.slice(0, 2)));
-    assert.equal(queue.length, 4);
-    assert.equal(queue[3].notify, 'op:2');
+    enqueueCoalescing(s.queue, { hook: 'config-changed', notify: 'op:2' });
+    assert.equal(s.queue.length, 4);
+    assert.equal(s.queue[3].notify, 'op:2');
   });
 
   test('relation-changed coalesces per remote unit; install never does', () => {
     const queue: UnitEvent[] = [];
     const rc = (remoteUnit: string): UnitEvent => ({ hook: 'db-relation-changed', relationId: 1, remoteUnit });
     for (const ev of [rc('pg/0'), rc('pg/1'), rc('pg/0'), { hook: 'install' }, { hook: 'install' }])
-      enqueueCoalescing(queue, ev, new Set());
+      enqueueCoalescing(queue, ev);
     assert.deepEqual(
       queue.map((e) => `${e.hook}${e.remoteUnit ? `:${e.remoteUnit}` : ''}`),
       ['db-relation-changed:pg/0', 'db-relation-changed:pg/1', 'install', 'install'],

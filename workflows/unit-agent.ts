@@ -64,12 +64,12 @@ export const MAX_BATCH = 8;
 
 /**
  * Juju coalesces: one pending config-changed, one relation-changed per remote
- * unit, etc. An event already handed to the machine (`running`) may have begun,
- * so nothing coalesces into it.
+ * unit, etc. An event already handed to the machine (it has a context id) may
+ * have begun with the state of its time, so nothing coalesces into it.
  */
-export function enqueueCoalescing(queue: UnitEvent[], ev: UnitEvent, running: ReadonlySet<UnitEvent>): void {
-  const same = (q: UnitEvent) =>
-    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && !running.has(q);
+export function enqueueCoalescing(queue: QueuedEvent[], ev: UnitEvent): void {
+  const same = (q: QueuedEvent) =>
+    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && q.contextId === undefined;
   const coalescible =
     ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm'].includes(ev.hook) ||
     ev.hook.endsWith('-relation-changed');
@@ -137,11 +137,11 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       { key: ApplicationKey, value: app },
     ]);
   }
-  let running: ReadonlySet<UnitEvent> = new Set();
+  let busy = false;
   let resolveRequest: ResolveRequest | null = null;
 
   setHandler(enqueueSignal, (events) => {
-    for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev, running);
+    for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev);
   });
   setHandler(resolveSignal, (r) => {
     resolveRequest = r;
@@ -150,7 +150,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     unitAgentQuery,
     (): UnitAgentView => ({
       unit: ref.unit,
-      current: running.size > 0 ? state.queue[0].hook : null,
+      current: busy ? state.queue[0].hook : null,
       queue: state.queue.map((e) => e.hook),
       failure: state.failure
         ? { hook: state.failure.event.hook, attempts: state.failure.attempts, message: state.failure.message }
@@ -173,7 +173,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     }
 
     const batch = nextBatch(state);
-    running = new Set(state.queue.slice(0, batch.length));
+    busy = true;
     const names = batch.map((r) => r.event.hook).join(', ');
     setCurrentDetails(
       `${ref.unit}: running ${names}` + (state.failure ? ` (attempt ${state.failure.attempts + 1})` : ''),
@@ -202,7 +202,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       outcomes = [{ ok: false, skipped: false, gone: false, message: `cannot run ${hook} hook: ${message}` }];
       await quick.markHookFailed(ref, hook, outcomes[0].message);
     }
-    running = new Set();
+    busy = false;
 
     // the hooks that ran, in order; the rest stay queued with their context ids
     let failed: { ev: QueuedEvent; outcome: HookOutcome } | undefined;
