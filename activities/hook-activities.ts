@@ -354,10 +354,6 @@ export function createHookActivities(deps: ActivityDeps) {
     return machineTarget(machine, deps.controllerKey);
   }
 
-  /**
-   * A machine whose host key changed is refused: it goes into error and nothing
-   * retries it. An unreachable one is marked too, but retried: it may come back.
-   */
   // Where each unit's runner was last started (see runOne).
   const runners = new Map<string, { target: MachineTarget; runner: string; identity: string }>();
   const runnerKey = (modelUuid: string, unit: string) => `${modelUuid}/${unit}`;
@@ -369,6 +365,10 @@ export function createHookActivities(deps: ActivityDeps) {
     return where;
   }
 
+  /**
+   * A machine whose host key changed is refused: it goes into error and nothing
+   * retries it. An unreachable one is marked too, but retried: it may come back.
+   */
   async function guardMachine<T>(machine: MachineRow, fn: () => Promise<T>): Promise<T> {
     try {
       const out = await fn();

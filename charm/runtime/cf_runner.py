@@ -653,12 +653,7 @@ def spawn_hook(exe, env, cwd, out_w, err_w, signal):
                 pass
         os._exit(127)
     os.close(exec_w)
-    exec_err = b''
-    while True:
-        chunk = os.read(exec_r, 4096)
-        if not chunk:
-            break
-        exec_err += chunk
+    exec_err = read_all(exec_r)
     os.close(exec_r)
     if exec_err:
         os.waitpid(pid, 0)
@@ -793,11 +788,17 @@ def close_inherited(keep):
                 pass
 
 
+def execution_dirs(ctx):
+    """<unitDir>/.hooks, and the execution dir of this context in it."""
+    hooks_dir = os.path.join(ctx['unitDir'], '.hooks')
+    return hooks_dir, os.path.join(hooks_dir, ctx['contextId'])
+
+
 def claim(ctx, ctx_bytes):
     """Stage the execution dir and claim it (rename into place). Returns the held
     run lock, or None when another invocation claimed it first."""
     import fcntl
-    hooks_dir = os.path.join(ctx['unitDir'], '.hooks')
+    hooks_dir, hook_dir = execution_dirs(ctx)
     staging = os.path.join(hooks_dir, '.tmp-%s-%d' % (ctx['contextId'], os.getpid()))
     os.mkdir(staging, 0o700)
     write_file(os.path.join(staging, 'ctx.json'), ctx_bytes, 0o600)
@@ -806,7 +807,7 @@ def claim(ctx, ctx_bytes):
     lock_fd = os.open(os.path.join(staging, 'run.lock'), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
-        os.rename(staging, os.path.join(hooks_dir, ctx['contextId']))
+        os.rename(staging, hook_dir)
     except OSError:
         os.close(lock_fd)
         rmtree(staging)
@@ -862,8 +863,7 @@ class Supervisor(object):
                     os.write(answer_w, b'1' if lock_fd is not None else b'0')
                     os.close(answer_w)
                     if lock_fd is not None:
-                        hook_dir = os.path.join(ctx['unitDir'], '.hooks', ctx['contextId'])
-                        supervise(ctx, hook_dir, lock_fd, done_w)
+                        supervise(ctx, execution_dirs(ctx)[1], lock_fd, done_w)
             except BaseException:
                 os._exit(1)
             os._exit(0)
@@ -1029,13 +1029,12 @@ def run(stdin_bytes, supervisor):
     validate(ctx)
     if tools_need_install(ctx['toolsDir']):
         install_tools(ctx['toolsDir'])  # self-heal (see tools_need_install)
-    hooks_dir = os.path.join(ctx['unitDir'], '.hooks')
+    hooks_dir, hook_dir = execution_dirs(ctx)
     try:
         os.makedirs(hooks_dir, 0o700)
     except OSError:
         if not os.path.isdir(hooks_dir):
             raise
-    hook_dir = os.path.join(hooks_dir, ctx['contextId'])
     result_path = os.path.join(hook_dir, 'result.json')
     if os.path.exists(result_path):
         replay(result_path)
