@@ -9,6 +9,7 @@ import pg from 'pg';
 import { StaticMigrationProvider } from './migrations.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
+import { RedactingDialect } from './store-error.ts';
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
@@ -34,7 +35,7 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
   let kind: Store['kind'];
   if (opts.databaseUrl) {
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    db = new Kysely<Database>({ dialect: new RedactingDialect(new PostgresDialect({ pool })) });
     kind = 'postgres';
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
@@ -51,7 +52,7 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
       ],
     });
     await pglite.waitReady;
-    db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    db = new Kysely<Database>({ dialect: new RedactingDialect(new PGliteDialect(pglite)) });
     kind = 'pglite';
   }
   await migrate(db);
