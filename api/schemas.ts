@@ -2,6 +2,25 @@
 // document, and the CLI.
 import { z } from 'zod';
 
+/** The largest value of the store's `integer` columns (ids, revisions, unit numbers). */
+export const MAX_INT32 = 2_147_483_647;
+
+/**
+ * Every string the API takes: Postgres text cannot hold a NUL byte, so one is refused
+ * here, naming the field, instead of failing in the store. Chain further checks on it.
+ */
+export const Text = z.string().regex(/^[^\0]*$/, 'must not contain a NUL byte');
+
+/** A whole number in a path or query string, within `min`..`max` (at most the store's integer range). */
+export function queryInt(min: number, max = MAX_INT32) {
+  return z.coerce.number().int().min(min).max(Math.min(max, MAX_INT32));
+}
+
+/** A whole number in a JSON body, within `min`..`max` (at most the store's integer range). */
+export function bodyInt(min: number, max = MAX_INT32) {
+  return z.number().int().min(min).max(Math.min(max, MAX_INT32));
+}
+
 export const ErrorBody = z.object({
   statusCode: z.number().int(),
   error: z.string(),
@@ -28,7 +47,7 @@ export type Model = z.infer<typeof Model>;
 
 export const CreateModelBody = z.strictObject({
   name: ModelName,
-  cloud: z.string().min(1).default('local'),
+  cloud: Text.min(1).default('local'),
 });
 
 export const OperationState = z.enum(['pending', 'running', 'succeeded', 'failed', 'cancelled']);
@@ -53,13 +72,19 @@ export type Operation = z.infer<typeof Operation>;
 export const Accepted = z.object({ operation: Operation });
 
 export const OperationsQuery = z.strictObject({
-  model: z.string().optional(),
+  model: Text.optional(),
   state: OperationState.optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  limit: queryInt(1, 1000).default(100),
 });
 
-export const IdParam = z.strictObject({ id: z.coerce.number().int().positive() });
-export const NameParam = z.strictObject({ name: z.string().min(1) });
+export const IdParam = z.strictObject({ id: queryInt(1) });
+export const NameParam = z.strictObject({ name: Text.min(1) });
+/** `/models/:model/...` */
+export const ModelParam = z.strictObject({ model: Text.min(1) });
+/** `/models/:model/applications/:app/...` */
+export const AppParams = z.strictObject({ model: Text.min(1), app: Text.min(1) });
+/** `/models/:model/units/:app/:n/...` */
+export const UnitParams = z.strictObject({ model: Text.min(1), app: Text.min(1), n: queryInt(0) });
 
 export const Role = z.enum(['admin', 'read-only']);
 export const Token = z.object({

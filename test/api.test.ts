@@ -105,6 +105,51 @@ describe('API', () => {
     assert.equal((await c.api('GET', '/v1/models/x')).status, 404);
   });
 
+  test('integers beyond the store range and NUL bytes are 400s naming the field, on every kind of route', async () => {
+    const before = (await c.api('GET', '/v1/operations?limit=1000')).body.operations.length;
+    const big = '2147483648';
+    const cases: [string, string, unknown, string][] = [
+      // path parameters
+      ['GET', `/v1/operations/${big}`, undefined, 'params.id'],
+      ['GET', '/v1/models/de%00fault', undefined, 'params.name'],
+      ['GET', '/v1/models/de%00fault/status', undefined, 'params.name'],
+      ['DELETE', '/v1/models/de%00fault', undefined, 'params.name'],
+      ['DELETE', '/v1/tokens/t%00k', undefined, 'params.id'],
+      ['GET', '/v1/charms/x%00y', undefined, 'params.name'],
+      ['GET', `/v1/models/default/units/web/${big}/status-log`, undefined, 'params.n'],
+      ['DELETE', `/v1/models/default/units/web/${big}`, undefined, 'params.n'],
+      ['POST', `/v1/models/default/units/web/${big}/resolve`, {}, 'params.n'],
+      ['GET', '/v1/models/default/applications/w%00b/config', undefined, 'params.app'],
+      ['GET', '/v1/models/d%00/machines', undefined, 'params.model'],
+      // query strings
+      ['GET', `/v1/models/default/logs?after=${big}`, undefined, 'querystring.after'],
+      ['GET', '/v1/operations?model=de%00fault', undefined, 'querystring.model'],
+      ['GET', `/v1/charms/trivial?revision=${big}`, undefined, 'querystring.revision'],
+      ['GET', '/v1/models/default/units/web/0/status-log?kinds=work%00load', undefined, 'querystring.kinds'],
+      // bodies
+      ['POST', '/v1/models', { name: 'ok', cloud: 'lo\0cal' }, 'body.cloud'],
+      ['POST', '/v1/models/default/applications', { charm: 'tri\0vial' }, 'body.charm'],
+      ['POST', '/v1/models/default/applications', { charm: 'trivial', revision: 2 ** 31 }, 'body.revision'],
+      ['POST', '/v1/models/default/applications', { charm: 'trivial', config: { k: 'v\0' } }, 'body.config.k'],
+      ['PUT', '/v1/models/default/applications/web/config', { set: { token: 'a\0b' } }, 'body.set.token'],
+      ['PUT', '/v1/models/default/applications/web/config', { reset: ['a\0'] }, 'body.reset.0'],
+      ['POST', '/v1/models/default/machines', { ssh: { host: 'h1', port: 2 ** 31 } }, 'body.ssh.port'],
+      ['POST', '/v1/models/default/machines', { ssh: { host: 'h1' }, privateKey: 'k\0' }, 'body.privateKey'],
+      ['POST', '/v1/tokens', { name: 'a\0' }, 'body.name'],
+    ];
+    for (const [method, path, body, field] of cases) {
+      const r = await c.api(method, path, body);
+      const what = `${method} ${path} ${JSON.stringify(body)}`;
+      assert.equal(r.status, 400, `${what}: ${JSON.stringify(r.body)}`);
+      assert.ok(
+        r.body.details?.some((d: { field: string }) => d.field === field),
+        `${what}: expected ${field}, got ${JSON.stringify(r.body)}`,
+      );
+    }
+    const after = (await c.api('GET', '/v1/operations?limit=1000')).body.operations.length;
+    assert.equal(after, before, 'no operation recorded for refused requests');
+  });
+
   test('a duplicate model is a 409 and the original is untouched', async () => {
     const first = await c.api('POST', '/v1/models', { name: 'dup' });
     await c.waitOperation(first.body.operation.id);

@@ -14,7 +14,7 @@ import { type Db, isUniqueViolation } from '../../store/store.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
-import { Accepted, ErrorBody } from '../schemas.ts';
+import { Accepted, AppParams, bodyInt, ErrorBody, ModelParam, queryInt, Text, UnitParams } from '../schemas.ts';
 
 // Juju's application name rule.
 export const ApplicationName = z
@@ -24,33 +24,25 @@ export const ApplicationName = z
     /^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$/,
     'must be lower-case letters, digits and hyphens, starting with a letter, no part of it all digits',
   );
-const ConfigInput = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]));
+const ConfigInput = z.record(Text, z.union([Text, z.number(), z.boolean()]));
 
 export const DeployBody = z.strictObject({
-  charm: z.string().min(1),
-  revision: z.number().int().positive().optional(),
+  charm: Text.min(1),
+  revision: bodyInt(1).optional(),
   application: ApplicationName.optional(),
-  numUnits: z.number().int().min(0).max(1000).default(1),
+  numUnits: bodyInt(0, 1000).default(1),
   to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
   config: ConfigInput.default({}),
 });
 
 export const ConfigBody = z.strictObject({
   set: ConfigInput.default({}),
-  reset: z.array(z.string().min(1)).default([]),
+  reset: z.array(Text.min(1)).default([]),
 });
 
 const RemoveQuery = z.strictObject({
   force: z.enum(['true', 'false']).default('false'),
-  timeout: z.coerce.number().int().min(1).max(86_400).default(300),
-});
-
-const ModelParam = z.strictObject({ model: z.string().min(1) });
-const AppParams = z.strictObject({ model: z.string().min(1), app: z.string().min(1) });
-const UnitParams = z.strictObject({
-  model: z.string().min(1),
-  app: z.string().min(1),
-  n: z.coerce.number().int().min(0),
+  timeout: queryInt(1, 86_400).default(300),
 });
 
 export const ConfigSetting = z.object({

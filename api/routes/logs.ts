@@ -8,7 +8,7 @@ import type { Database } from '../../store/schema.ts';
 import { NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
 import { iso } from '../operation-starter.ts';
-import { ErrorBody } from '../schemas.ts';
+import { ErrorBody, ModelParam, queryInt, Text, UnitParams } from '../schemas.ts';
 
 /** Juju's log levels, least severe first. */
 export const LOG_LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR'] as const;
@@ -38,7 +38,7 @@ function fromJujuTag(s: string): string {
 
 // Repeatable (`?include=a&include=b`) or comma-separated (`?include=a,b`), or both.
 const EntityList = z
-  .union([z.string(), z.array(z.string())])
+  .union([Text, z.array(Text)])
   .optional()
   .transform((v) =>
     (v === undefined ? [] : [v].flat())
@@ -49,12 +49,12 @@ const EntityList = z
   .pipe(z.array(EntitySelector));
 
 export const LogsQuery = z.strictObject({
-  after: z.coerce.number().int().min(0).optional(),
+  after: queryInt(0).optional(),
   include: EntityList,
   exclude: EntityList,
   level: LogLevelParam.optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  tail: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: queryInt(1, 1000).default(100),
+  tail: queryInt(1, 1000).optional(),
 });
 
 export const LogEntry = z.object({
@@ -76,10 +76,8 @@ export type LogsPage = z.infer<typeof LogsPage>;
 const StatusKind = z.enum(['workload', 'agent']);
 
 export const StatusLogQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(1000).default(20),
-  kinds: z
-    .string()
-    .default('workload,agent')
+  limit: queryInt(1, 1000).default(20),
+  kinds: Text.default('workload,agent')
     .transform((s) =>
       s
         .split(',')
@@ -100,13 +98,6 @@ export type StatusLogEntry = z.infer<typeof StatusLogEntry>;
 
 export const StatusLog = z.object({ unit: z.string(), entries: z.array(StatusLogEntry) });
 export type StatusLog = z.infer<typeof StatusLog>;
-
-const ModelParam = z.strictObject({ model: z.string().min(1) });
-const UnitParams = z.strictObject({
-  model: z.string().min(1),
-  app: z.string().min(1),
-  n: z.coerce.number().int().min(0),
-});
 
 function matchEntity(eb: ExpressionBuilder<Database, 'log_entries'>, selector: string) {
   // Selectors are validated to [a-z0-9./-], so none of LIKE's wildcards can occur.

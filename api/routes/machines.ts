@@ -10,7 +10,7 @@ import { isUniqueViolation } from '../../store/store.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
-import { Accepted, ErrorBody } from '../schemas.ts';
+import { Accepted, bodyInt, ErrorBody, ModelParam, Text } from '../schemas.ts';
 
 // RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
 const HOSTNAME_RE =
@@ -23,16 +23,14 @@ export const SshHost = z.union([z.ipv4(), z.ipv6(), z.string().regex(HOSTNAME_RE
 export const AddMachineBody = z.strictObject({
   ssh: z.strictObject({
     host: SshHost,
-    port: z.number().int().min(1).max(65535).default(22),
+    port: bodyInt(1, 65535).default(22),
     user: z
       .string()
       .regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, 'must be a user name')
       .default('root'),
   }),
   /** OpenSSH/PEM private key text that logs in to the host now; used once, then deleted. */
-  privateKey: z
-    .string()
-    .min(1)
+  privateKey: Text.min(1)
     .max(64 * 1024)
     .optional(),
 });
@@ -54,8 +52,7 @@ export type Machine = z.infer<typeof Machine>;
 
 export const AddMachineAccepted = Accepted.extend({ machineId: z.string() });
 
-const ModelParam = z.strictObject({ model: z.string().min(1) });
-const MachineParam = z.strictObject({ model: z.string().min(1), id: z.string().regex(/^\d+$/, 'a machine number') });
+const MachineParam = z.strictObject({ model: Text.min(1), id: z.string().regex(/^\d+$/, 'a machine number') });
 const RemoveQuery = z.strictObject({ force: z.enum(['true', 'false']).default('false') });
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { TokenRow } from '../../store/schema.ts';
 import { ForbiddenError, NotFoundError } from '../errors.ts';
 import { iso } from '../operation-starter.ts';
-import { CreatedToken, CreateTokenBody, ErrorBody, Token } from '../schemas.ts';
+import { CreatedToken, CreateTokenBody, ErrorBody, Text, Token } from '../schemas.ts';
 import { issueToken } from '../tokens.ts';
 
 function toToken(row: TokenRow): z.infer<typeof Token> {
@@ -59,7 +59,7 @@ export const tokenRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         summary: 'Revoke a token',
         tags: ['tokens'],
-        params: z.strictObject({ id: z.string().min(1) }),
+        params: z.strictObject({ id: Text.min(1) }),
         response: { 200: Token, ...errors },
       },
     },
