@@ -9,7 +9,7 @@ import { CharmMeta, CharmValidationError } from '../../charm/metadata.ts';
 import type { OperationRow } from '../../store/schema.ts';
 import { ApiError, BadRequestError } from '../errors.ts';
 import { iso, toOperation } from '../operation-starter.ts';
-import { ErrorBody, Operation } from '../schemas.ts';
+import { ErrorBody, NameParam, Operation, queryInt } from '../schemas.ts';
 
 /** Largest `.charm` accepted. */
 export const MAX_CHARM_BYTES = 64 * 1024 * 1024;
@@ -46,8 +46,8 @@ export const CharmInfo = z.object({
 });
 export type CharmInfo = z.infer<typeof CharmInfo>;
 
-const CharmNameParam = z.strictObject({ name: z.string().min(1) });
-const CharmQuery = z.strictObject({ revision: z.coerce.number().int().positive().optional() });
+const CharmNameParam = NameParam;
+const CharmQuery = z.strictObject({ revision: queryInt(1).optional() });
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
 
