@@ -1,6 +1,7 @@
 // Versioned schema migrations. Append new entries; never edit a released one.
 // One SQL dialect: every statement runs unchanged on PGlite and on Postgres.
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { SecretBox } from './secret-box.ts';
 
 const m001 = `
 CREATE TABLE clouds (
@@ -216,8 +217,82 @@ ALTER TABLE hook_runs ADD COLUMN duration_ms integer;
 ALTER TABLE hook_runs ADD COLUMN lock_wait_ms integer;
 `;
 
+const m005 = `
+-- which key seals this store's secrets (an HMAC of a fixed text, not the key):
+-- a controller started with another key is refused before it writes anything
+CREATE TABLE secret_keys (
+  version integer PRIMARY KEY,
+  key_check text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+`;
+
+/**
+ * Seal the secrets stored in the clear before 005: users' private keys of machines
+ * not yet provisioned, credentials' attributes, and the values of applications'
+ * `secret` config options (their charm's metadata says which).
+ */
+async function sealStoredSecrets(db: AnyDb, box: SecretBox): Promise<void> {
+  const machines = await db
+    .selectFrom('machines')
+    .select(['model_uuid', 'id', 'bootstrap_key'])
+    .where('bootstrap_key', 'is not', null)
+    .execute();
+  for (const m of machines) {
+    await db
+      .updateTable('machines')
+      .set({ bootstrap_key: box.sealOnce(m.bootstrap_key) })
+      .where('model_uuid', '=', m.model_uuid)
+      .where('id', '=', m.id)
+      .execute();
+  }
+  const credentials = await db.selectFrom('credentials').select(['cloud', 'name', 'attributes']).execute();
+  for (const c of credentials) {
+    await db
+      .updateTable('credentials')
+      .set({ attributes: JSON.stringify(box.sealAttributes(c.attributes ?? {})) })
+      .where('cloud', '=', c.cloud)
+      .where('name', '=', c.name)
+      .execute();
+  }
+  const apps = await db
+    .selectFrom('applications as a')
+    .innerJoin('charms as c', (j) =>
+      j.onRef('c.name', '=', 'a.charm_name').onRef('c.revision', '=', 'a.charm_revision'),
+    )
+    .select(['a.model_uuid', 'a.name', 'a.config', 'c.metadata'])
+    .execute();
+  for (const a of apps) {
+    const options: Record<string, { type?: string }> = a.metadata?.config?.options ?? {};
+    const config: Record<string, unknown> = a.config ?? {};
+    let changed = false;
+    for (const [k, v] of Object.entries(config)) {
+      if (options[k]?.type === 'secret' && typeof v === 'string' && !SecretBox.isSealed(v)) {
+        config[k] = box.seal(v);
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    await db
+      .updateTable('applications')
+      .set({ config: JSON.stringify(config) })
+      .where('model_uuid', '=', a.model_uuid)
+      .where('name', '=', a.name)
+      .execute();
+  }
+}
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
+
+/** What a migration may need besides the database. */
+export interface MigrationContext {
+  /** Seals secrets at rest (store/secret-box.ts). */
+  secrets: SecretBox;
+}
+
+/** A migration, or one built from the context (a migration that seals secrets needs the key). */
+type MigrationEntry = Migration | ((ctx: MigrationContext) => Migration);
 
 // PGlite's extended protocol takes one statement at a time.
 function statements(ddl: string): string[] {
@@ -227,7 +302,7 @@ function statements(ddl: string): string[] {
     .filter((s) => s.length > 0);
 }
 
-export const migrations: Record<string, Migration> = {
+export const migrations: Record<string, MigrationEntry> = {
   '001_initial': {
     async up(db: AnyDb) {
       for (const stmt of statements(m001)) await sql.raw(stmt).execute(db);
@@ -248,10 +323,20 @@ export const migrations: Record<string, Migration> = {
       for (const stmt of statements(m004)) await sql.raw(stmt).execute(db);
     },
   },
+  '005_secrets_at_rest': (ctx) => ({
+    async up(db: AnyDb) {
+      for (const stmt of statements(m005)) await sql.raw(stmt).execute(db);
+      await sealStoredSecrets(db, ctx.secrets);
+    },
+  }),
 };
 
 export class StaticMigrationProvider implements MigrationProvider {
+  constructor(private readonly ctx: MigrationContext) {}
+
   async getMigrations(): Promise<Record<string, Migration>> {
-    return migrations;
+    return Object.fromEntries(
+      Object.entries(migrations).map(([name, m]) => [name, typeof m === 'function' ? m(this.ctx) : m]),
+    );
   }
 }

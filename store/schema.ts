@@ -21,6 +21,7 @@ export interface CredentialsTable {
   cloud: string;
   name: string;
   auth_type: string;
+  /** Each value sealed (store/secret-box.ts). */
   attributes: JsonDef<Record<string, string>>;
   created_at: Timestamp;
 }
@@ -50,7 +51,7 @@ export interface MachinesTable {
   life: Def<string>;
   state: Def<string>;
   message: Def<string>;
-  /** The user's private key, deleted once the controller's own key is installed. Never listed. */
+  /** The user's private key, sealed (store/secret-box.ts); deleted once the controller's own key is installed. Never listed. */
   bootstrap_key: Def<string | null>;
   /** Hash of the hook runtime installed on the machine, to re-install on change. */
   runtime_hash: Def<string | null>;
@@ -201,6 +202,13 @@ export interface HookRunsTable {
   lock_wait_ms: Def<number | null>;
 }
 
+export interface SecretKeysTable {
+  version: number;
+  /** HMAC of a fixed text under the key: tells a different key apart without revealing it. */
+  key_check: string;
+  created_at: Timestamp;
+}
+
 export interface ModelSequencesTable {
   model_uuid: string;
   name: string;
@@ -226,6 +234,7 @@ export interface Database {
   users: UsersTable;
   tokens: TokensTable;
   hook_runs: HookRunsTable;
+  secret_keys: SecretKeysTable;
 }
 
 export type ModelRow = Selectable<ModelsTable>;

@@ -9,6 +9,7 @@ import pg from 'pg';
 import { StaticMigrationProvider } from './migrations.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
+import { SecretBox, SecretKeyError } from './secret-box.ts';
 import { RedactingDialect } from './store-error.ts';
 
 export type Db = Kysely<Database>;
@@ -19,16 +20,36 @@ export interface StoreOptions {
   databaseUrl?: string;
   /** Directory of the embedded store (ignored with databaseUrl). Undefined = in memory. */
   dataDir?: string;
+  /**
+   * The key that seals secrets at rest (made on first start, mode 0600). Default:
+   * CHARMFLOW_SECRET_KEY_FILE, else `secret-key` in dataDir; a store in memory
+   * without either gets a key of its own for the life of the process.
+   */
+  secretKeyFile?: string;
 }
 
 export interface Store {
   readonly db: Db;
   readonly kind: 'pglite' | 'postgres';
+  /** Seals and opens the secrets the store keeps (store/secret-box.ts). */
+  readonly secrets: SecretBox;
   close(): Promise<void>;
 }
 
 // int8 (count(*), sums) as number rather than string; our values stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
+
+function secretBoxFor(opts: StoreOptions): SecretBox {
+  const file =
+    opts.secretKeyFile || process.env.CHARMFLOW_SECRET_KEY_FILE || (opts.dataDir && join(opts.dataDir, 'secret-key'));
+  if (file) return SecretBox.fromKeyFile(file);
+  if (opts.databaseUrl) {
+    throw new SecretKeyError(
+      'a Postgres model store needs a secret key file shared by every controller process: set CHARMFLOW_SECRET_KEY_FILE or a data dir',
+    );
+  }
+  return SecretBox.ephemeral();
+}
 
 export async function openStore(opts: StoreOptions): Promise<Store> {
   let db: Db;
@@ -55,10 +76,19 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     db = new Kysely<Database>({ dialect: new RedactingDialect(new PGliteDialect(pglite)) });
     kind = 'pglite';
   }
-  await migrate(db);
+  let secrets: SecretBox;
+  try {
+    secrets = secretBoxFor(opts);
+    await migrate(db, secrets);
+    await checkSecretKey(db, secrets);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   return {
     db,
     kind,
+    secrets,
     close: () => db.destroy(),
   };
 }
@@ -79,13 +109,37 @@ async function initdbInChild(dataDir: string): Promise<void> {
   });
 }
 
-export async function migrate(db: Db): Promise<void> {
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+export async function migrate(db: Db, secrets: SecretBox): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider({ secrets }) });
   const { error, results } = await migrator.migrateToLatest();
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {
     const reason = error instanceof Error ? error.message : String(error ?? failed?.migrationName);
     throw new Error(`model store migration failed: ${reason}`);
+  }
+}
+
+/**
+ * The store remembers which key sealed its secrets; a controller process with another
+ * key file (a worker on a host without the shared key) is refused at start, before it
+ * seals anything no other process could open.
+ */
+async function checkSecretKey(db: Db, secrets: SecretBox): Promise<void> {
+  const check = secrets.keyCheck();
+  await db
+    .insertInto('secret_keys')
+    .values({ version: secrets.version, key_check: check })
+    .onConflict((oc) => oc.column('version').doNothing())
+    .execute();
+  const row = await db
+    .selectFrom('secret_keys')
+    .select('key_check')
+    .where('version', '=', secrets.version)
+    .executeTakeFirstOrThrow();
+  if (row.key_check !== check) {
+    throw new SecretKeyError(
+      "this controller's secret key is not the one that sealed the model store's secrets: give every controller process the same key file (CHARMFLOW_SECRET_KEY_FILE)",
+    );
   }
 }
 

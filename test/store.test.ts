@@ -33,10 +33,16 @@ const backends: Backend[] = [
     skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
     async open() {
       const dbx = await createTestDatabase();
+      // a Postgres store's secret key lives outside the database, shared by every process
+      const keyDir = mkdtempSync(join(tmpdir(), 'cf-store-key-'));
+      const secretKeyFile = join(keyDir, 'secret-key');
       return {
-        store: await openStore({ databaseUrl: dbx.url }),
-        reopen: () => openStore({ databaseUrl: dbx.url }),
-        cleanup: () => dbx.drop(),
+        store: await openStore({ databaseUrl: dbx.url, secretKeyFile }),
+        reopen: () => openStore({ databaseUrl: dbx.url, secretKeyFile }),
+        async cleanup() {
+          await dbx.drop();
+          rmSync(keyDir, { recursive: true, force: true });
+        },
       };
     },
   },
