@@ -10,6 +10,7 @@ import { effectiveConfig } from '../charm/config-values.ts';
 import { HookContext, HookEvent, type HookResult, type RelationSnapshot } from '../charm/hook-protocol.ts';
 import type { CharmMeta } from '../charm/metadata.ts';
 import type { ApplicationRow, MachineRow, ModelRow, UnitRow } from '../store/schema.ts';
+import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
@@ -200,7 +201,13 @@ function hookEnvRelation(ev: UnitEvent): HookContext['relation'] {
   };
 }
 
-async function buildContext(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string): Promise<HookContext> {
+async function buildContext(
+  db: Db,
+  world: UnitWorld,
+  ev: UnitEvent,
+  contextId: string,
+  secrets: SecretBox,
+): Promise<HookContext> {
   const paths = unitPaths(world.machine.root_dir, world.unit.name);
   return HookContext.parse({
     contextId,
@@ -214,7 +221,8 @@ async function buildContext(db: Db, world: UnitWorld, ev: UnitEvent, contextId: 
     charmDir: paths.charmDir,
     unitDir: paths.unitDir,
     toolsDir: paths.toolsDir,
-    config: effectiveConfig(world.meta.config.options, world.app.config),
+    // the one place a secret config value is opened: the hook's own context
+    config: effectiveConfig(world.meta.config.options, secrets.openConfig(world.app.config, world.meta.config.options)),
     isLeader: world.unit.leader,
     leaderSettings: world.app.leader_settings,
     relations: await loadRelations(db, world),
@@ -351,14 +359,14 @@ export function createHookActivities(deps: ActivityDeps) {
   const db = store.db;
 
   async function targetFor(machine: MachineRow): Promise<MachineTarget> {
-    return machineTarget(machine, deps.controllerKey);
+    return machineTarget(machine, deps.controllerKey, store.secrets);
   }
 
   // Where each unit's runner was last started (see runOne).
   const runners = new Map<string, { target: MachineTarget; runner: string; identity: string }>();
   const runnerKey = (modelUuid: string, unit: string) => `${modelUuid}/${unit}`;
   function rememberRunner(world: UnitWorld) {
-    const target = machineTarget(world.machine, deps.controllerKey);
+    const target = machineTarget(world.machine, deps.controllerKey, store.secrets);
     const runner = unitPaths(world.machine.root_dir, world.unit.name).runner;
     const where = { target, runner, identity: JSON.stringify([target, runner]) };
     runners.set(runnerKey(world.model.uuid, world.unit.name), where);
@@ -630,7 +638,7 @@ export function createHookActivities(deps: ActivityDeps) {
         return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
       }
       world = await toWorld(db, row);
-      ctx = await buildContext(db, world, ev, contextId);
+      ctx = await buildContext(db, world, ev, contextId, store.secrets);
     } catch (err) {
       withdraw();
       throw err;

@@ -63,7 +63,7 @@ export async function loadMachineTarget(deps: ActivityDeps, modelUuid: string, i
     .where('id', '=', id)
     .executeTakeFirst();
   if (!row) throw ApplicationFailure.nonRetryable(`machine ${id} not found`, 'NotFound');
-  return machineTarget(row, deps.controllerKey);
+  return machineTarget(row, deps.controllerKey, deps.store.secrets);
 }
 
 /** `127.<net>.<hi>.<lo>` for the n-th local machine; undefined for the network and broadcast ends. */
@@ -142,7 +142,7 @@ export function createMachineActivities(deps: ActivityDeps) {
 
   /** SSH only: make the controller's key open the door, then forget the user's. */
   async function installControllerKey(row: MachineRow): Promise<MachineRow> {
-    const withUserKey = machineTarget(row, controllerKey);
+    const withUserKey = machineTarget(row, controllerKey, store.secrets);
     const res = await substrates.ssh.exec(withUserKey, {
       command: authorizeKeyCommand(controllerKey.publicKey),
       timeoutMs: 60_000,
@@ -155,7 +155,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       );
     }
     // Only once the controller's own key is known to work may the user's go.
-    const withControllerKey = machineTarget({ ...row, bootstrap_key: null }, controllerKey);
+    const withControllerKey = machineTarget({ ...row, bootstrap_key: null }, controllerKey, store.secrets);
     try {
       await run(withControllerKey, 'true', 'logging in with the controller key');
     } catch (err) {
@@ -181,7 +181,9 @@ export function createMachineActivities(deps: ActivityDeps) {
     if (row.root_dir) return row;
     let rootDir = ROOT_USER_DIR;
     if ((row.ssh_user ?? 'root') !== 'root') {
-      const home = (await run(machineTarget(row, controllerKey), 'printf %s "$HOME"', 'reading $HOME')).trim();
+      const home = (
+        await run(machineTarget(row, controllerKey, store.secrets), 'printf %s "$HOME"', 'reading $HOME')
+      ).trim();
       if (!home.startsWith('/'))
         return fail(row, `the login user's $HOME is not an absolute path ("${home}")`, 'BadHome');
       rootDir = `${home.replace(/\/+$/, '')}/${NON_ROOT_DIR}`;
@@ -197,7 +199,7 @@ export function createMachineActivities(deps: ActivityDeps) {
 
   /** units/ and runtime/ under the root; the runtime uploaded unless the machine has this very one. */
   async function installRuntime(row: MachineRow): Promise<void> {
-    const target = machineTarget(row, controllerKey);
+    const target = machineTarget(row, controllerKey, store.secrets);
     const runtime = hookRuntime();
     const root = shellQuote(row.root_dir);
     const marker = `${row.root_dir}/runtime/.runtime-hash`;
@@ -294,7 +296,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       }
       try {
         // The probe checks a pinned key, or learns it on first contact (with the user's key).
-        const target = machineTarget(row, controllerKey);
+        const target = machineTarget(row, controllerKey, store.secrets);
         const probe = await substrateOf(target).probe(target);
         if (probe.missing.length > 0) {
           return fail(
@@ -355,7 +357,7 @@ export function createMachineActivities(deps: ActivityDeps) {
           'MachineHasUnits',
         );
       }
-      const target = machineTarget(row, controllerKey);
+      const target = machineTarget(row, controllerKey, store.secrets);
       if (row.kind === 'local') {
         // Only ever a sandbox this controller made.
         const machinesDir = join(dataDir, 'machines') + sep;

@@ -1,9 +1,11 @@
 // How to reach a machine, from its row in the model store.
 import type { MachineRow } from '../store/schema.ts';
+import type { SecretBox } from '../store/secret-box.ts';
 import type { ControllerKey } from './deps.ts';
 import type { MachineTarget } from './substrates/substrate.ts';
 
-export function machineTarget(row: MachineRow, key: ControllerKey): MachineTarget {
+/** `secrets` opens the user's key, sealed in the store, for the login that installs the controller's. */
+export function machineTarget(row: MachineRow, key: ControllerKey, secrets: Pick<SecretBox, 'open'>): MachineTarget {
   const target: MachineTarget = {
     key: `${row.model_uuid}/${row.id}`,
     kind: row.kind === 'ssh' ? 'ssh' : 'local',
@@ -15,7 +17,7 @@ export function machineTarget(row: MachineRow, key: ControllerKey): MachineTarge
     target.port = row.port ?? 22;
     target.user = row.ssh_user ?? 'root';
     // until the controller's key is installed, the user's key opens the door
-    target.privateKey = row.bootstrap_key ?? key.privateKey;
+    target.privateKey = row.bootstrap_key ? secrets.open(row.bootstrap_key) : key.privateKey;
     target.hostKeyFingerprint = row.host_key_fingerprint ?? undefined;
   }
   return target;

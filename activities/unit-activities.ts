@@ -28,7 +28,7 @@ export function createUnitActivities(deps: ActivityDeps) {
           .where('id', '=', unit.machine_id)
           .executeTakeFirst();
         if (machine) {
-          const target = machineTarget(machine, deps.controllerKey);
+          const target = machineTarget(machine, deps.controllerKey, deps.store.secrets);
           const paths = unitPaths(machine.root_dir, ref.unit);
           try {
             // stop whatever the unit left running in its directory, then remove it
