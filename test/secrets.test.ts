@@ -1,10 +1,21 @@
-// Secrets stay secret: a failing statement never carries its parameters into an
-// error, a log line or an operation.
+// Secrets stay secret: sealed at rest in the store (its files hold no plaintext,
+// the hook still reads the value), and a failing statement never carries its
+// parameters into an error, a log line or an operation.
 import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { inspect } from 'node:util';
+import { sql } from 'kysely';
+import { buildApp } from '../api/app.ts';
+import { SecretBox } from '../store/secret-box.ts';
 import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { StoreError } from '../store/store-error.ts';
+import { runCli } from './helpers/cli.ts';
+import { startTestController, type TestController } from './helpers/controller.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const SECRET = 'hunter2-Sup3rS3cret-value';
 
@@ -74,5 +85,188 @@ describe('store errors carry no statement parameters', () => {
     );
     assert.ok(isUniqueViolation(err));
     assert.equal((err as StoreError).constraint, 'clouds_pkey');
+  });
+});
+
+/** Every file under `dir`, raw. */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+/** The files of `dir` that hold `needle` (as UTF-8 bytes). */
+function filesHolding(dir: string, needle: string): string[] {
+  const bytes = Buffer.from(needle, 'utf8');
+  return filesUnder(dir).filter((f) => readFileSync(f).includes(bytes));
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
+
+/** A charm whose config-changed reports a digest of its secret option, never the value. */
+function secretReaderCharm(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cf-secret-charm-'));
+  writeFileSync(
+    join(dir, 'metadata.yaml'),
+    'name: secret-reader\nsummary: reads a secret\ndescription: reads a secret\n',
+  );
+  writeFileSync(
+    join(dir, 'config.yaml'),
+    'options:\n  token:\n    type: secret\n    description: a secret\n  label:\n    type: string\n    default: x\n',
+  );
+  mkdirSync(join(dir, 'hooks'));
+  const hook = join(dir, 'hooks', 'config-changed');
+  writeFileSync(
+    hook,
+    '#!/bin/sh\nset -e\nd=$(printf %s "$(config-get token)" | sha256sum | cut -c1-16)\nstatus-set active "token $d"\n',
+  );
+  chmodSync(hook, 0o755);
+  return dir;
+}
+
+describe('secrets at rest and in logs, through a whole controller', () => {
+  let c: TestController;
+  let charmDir: string;
+  const cli = (...args: string[]) => runCli(args, { CHARMFLOW_DATA_DIR: c.dataDir });
+  const FIRST = 'first-S3cret-token-value-4b1d';
+  const SECOND = 'second-S3cret-token-value-9f3e';
+  const message = async () =>
+    (await c.api('GET', '/v1/models/default/status')).body.applications.reader?.units['reader/0']?.['workload-status']
+      ?.message;
+
+  before(async () => {
+    c = await startTestController();
+    charmDir = secretReaderCharm();
+  });
+  after(async () => {
+    await c?.stop();
+    rmSync(charmDir, { recursive: true, force: true });
+  });
+
+  test('the key file is made on first start, readable by its owner only', () => {
+    const key = join(c.dataDir, 'store', 'secret-key');
+    assert.equal(statSync(key).mode & 0o777, 0o600);
+    assert.equal(Buffer.from(readFileSync(key, 'utf8').trim(), 'base64').length, 32);
+  });
+
+  test('a secret config value: the hook reads it, the store holds it sealed, its files never in the clear', async () => {
+    const d = await cli('deploy', charmDir, 'reader', '--config', `token=${FIRST}`);
+    assert.equal(d.code, 0, d.stderr);
+    await waitFor('config-changed to report the first token', async () => (await message()) === `token ${sha(FIRST)}`);
+
+    const set = await c.api('PUT', '/v1/models/default/applications/reader/config', { set: { token: SECOND } });
+    assert.equal(set.status, 202);
+    assert.equal((await c.waitOperation(set.body.operation.id)).state, 'succeeded');
+    await waitFor(
+      'config-changed to report the second token',
+      async () => (await message()) === `token ${sha(SECOND)}`,
+    );
+
+    const raw = await sql<{
+      config: string;
+    }>`select config::text as config from applications where name = 'reader'`.execute(c.store.db);
+    const config = JSON.parse(raw.rows[0].config);
+    assert.ok(SecretBox.isSealed(config.token), raw.rows[0].config);
+    assert.equal(c.store.secrets.open(config.token), SECOND);
+    // the API shows it masked
+    const shown = await c.api('GET', '/v1/models/default/applications/reader/config');
+    assert.equal(shown.body.settings.token.value, '*****');
+
+    const store = join(c.dataDir, 'store');
+    for (const secret of [FIRST, SECOND]) assert.deepEqual(filesHolding(store, secret), [], secret);
+  });
+
+  test("add-machine's private key is sealed, and after its deletion no file of the store holds it", async () => {
+    const { privateKey } = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+      publicKeyEncoding: { type: 'pkcs1', format: 'pem' },
+    });
+    // a line from the middle of the key's body: text no other file would hold
+    const fragment = privateKey.split('\n')[10];
+    assert.ok(fragment.length >= 60);
+    // nothing listens on port 1: provisioning fails, and the key is deleted
+    const r = await c.api('POST', '/v1/models/default/machines', {
+      ssh: { host: '127.0.0.1', port: 1, user: 'root' },
+      privateKey,
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const row = await c.store.db
+      .selectFrom('machines')
+      .select('bootstrap_key')
+      .where('id', '=', r.body.machineId)
+      .executeTakeFirstOrThrow();
+    if (row.bootstrap_key !== null) {
+      assert.ok(SecretBox.isSealed(row.bootstrap_key));
+      assert.equal(c.store.secrets.open(row.bootstrap_key), privateKey);
+    }
+    await c.waitOperation(r.body.operation.id, 120_000);
+    const after = await c.store.db
+      .selectFrom('machines')
+      .select('bootstrap_key')
+      .where('id', '=', r.body.machineId)
+      .executeTakeFirstOrThrow();
+    assert.equal(after.bootstrap_key, null);
+    assert.deepEqual(filesHolding(join(c.dataDir, 'store'), fragment), []);
+  });
+
+  test('a config write that fails: neither the answer nor the log line carries the value', async () => {
+    const lines: string[] = [];
+    const app = await buildApp({
+      store: c.store,
+      temporal: { client: c.client, taskQueue: c.config.taskQueue },
+      logger: { stream: { write: (line: string) => lines.push(line) } },
+    });
+    const before = (await c.api('GET', '/v1/operations?limit=1000')).body.operations.length;
+    await sql`alter table applications add constraint cf_test_short_config check (length(config::text) < 600)`.execute(
+      c.store.db,
+    );
+    try {
+      const THIRD = `third-S3cret-${'x'.repeat(600)}`;
+      const res = await app.inject({
+        method: 'PUT',
+        url: '/v1/models/default/applications/reader/config',
+        headers: { authorization: `Bearer ${c.adminToken}` },
+        payload: { set: { token: THIRD, label: 'plain-label-value' } },
+      });
+      assert.equal(res.statusCode, 500);
+      const log = lines.join('');
+      assert.match(log, /StoreError/, 'the failure is logged');
+      assert.match(log, /23514/, 'with its SQLSTATE');
+      for (const text of [res.body, log]) {
+        assert.ok(!text.includes('third-S3cret'), text);
+        // nor the sealed value, nor the row Postgres quotes in its DETAIL
+        assert.ok(!text.includes('cfsec:'), text);
+        assert.ok(!text.includes('plain-label-value'), text);
+      }
+    } finally {
+      await sql`alter table applications drop constraint cf_test_short_config`.execute(c.store.db);
+      await app.close();
+    }
+    const after = (await c.api('GET', '/v1/operations?limit=1000')).body.operations;
+    assert.equal(after.length, before, 'the refused write recorded no operation');
+    assert.ok(!JSON.stringify(after).includes('third-S3cret'));
+  });
+});
+
+describe('the secret key', () => {
+  test('a store refuses a key other than the one that sealed its secrets', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cf-key-'));
+    try {
+      const first = await openStore({ dataDir: join(dir, 'store'), secretKeyFile: join(dir, 'key-a') });
+      await first.close();
+      await assert.rejects(
+        openStore({ dataDir: join(dir, 'store'), secretKeyFile: join(dir, 'key-b') }),
+        /not the one that sealed/,
+      );
+      const again = await openStore({ dataDir: join(dir, 'store'), secretKeyFile: join(dir, 'key-a') });
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

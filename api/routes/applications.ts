@@ -183,7 +183,7 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
                 name: appName,
                 charm_name: charm.name,
                 charm_revision: charm.revision,
-                config: JSON.stringify(config),
+                config: JSON.stringify(store.secrets.sealConfig(config, meta.config.options)),
                 next_unit: numUnits,
               })
               .execute();
@@ -326,7 +326,11 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
             .where('name', '=', row.name)
             .forUpdate()
             .executeTakeFirstOrThrow();
-          const next: Record<string, ConfigValue> = { ...current.config, ...set };
+          // secret values are sealed at rest; only a hook's context opens them
+          const next: Record<string, ConfigValue> = {
+            ...current.config,
+            ...store.secrets.sealConfig(set, meta.config.options),
+          };
           for (const k of req.body.reset) delete next[k];
           await tx
             .updateTable('applications')

@@ -187,7 +187,8 @@ export const machineRoutes: FastifyPluginAsyncZod = async (app) => {
                 port: ssh.port,
                 ssh_user: ssh.user,
                 host_key_fingerprint: null,
-                bootstrap_key: privateKey ?? null,
+                // sealed at rest; opened only for the login that installs the controller's key
+                bootstrap_key: privateKey !== undefined ? store.secrets.seal(privateKey) : null,
                 state: 'pending',
               })
               .execute();
