@@ -8,8 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { inspect } from 'node:util';
-import { sql } from 'kysely';
+import { Kysely, Migrator, sql } from 'kysely';
 import { buildApp } from '../api/app.ts';
+import { StaticMigrationProvider } from '../store/migrations.ts';
+import { PGliteDialect } from '../store/pglite-dialect.ts';
+import type { Database } from '../store/schema.ts';
 import { SecretBox } from '../store/secret-box.ts';
 import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { StoreError } from '../store/store-error.ts';
@@ -267,6 +270,80 @@ describe('the secret key', () => {
       await again.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('migration 005', () => {
+  test('seals the secrets a store kept in the clear before it', async () => {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(new PGlite()) });
+    const secrets = SecretBox.ephemeral();
+    const migrator = new Migrator({ db, provider: new StaticMigrationProvider({ secrets }) });
+    try {
+      const to004 = await migrator.migrateTo('004_hook_run_timings');
+      assert.equal(to004.error, undefined);
+      await db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+      await db.insertInto('models').values({ uuid: 'm1', name: 'm', cloud: 'local', config: '{}' }).execute();
+      const meta = { config: { options: { token: { type: 'secret' }, label: { type: 'string' } } } };
+      await db
+        .insertInto('charms')
+        .values({
+          name: 'c',
+          revision: 1,
+          sha256: 'x',
+          metadata: JSON.stringify(meta),
+          archive: Buffer.from(''),
+          size: 0,
+        })
+        .execute();
+      await db
+        .insertInto('applications')
+        .values({
+          model_uuid: 'm1',
+          name: 'a',
+          charm_name: 'c',
+          charm_revision: 1,
+          config: JSON.stringify({ token: 'old-secret', label: 'plain' }),
+        })
+        .execute();
+      await db
+        .insertInto('machines')
+        .values({
+          model_uuid: 'm1',
+          id: '0',
+          kind: 'ssh',
+          host: 'h',
+          port: 22,
+          ssh_user: 'root',
+          host_key_fingerprint: null,
+          bootstrap_key: 'old-private-key',
+        })
+        .execute();
+      await db
+        .insertInto('credentials')
+        .values({
+          cloud: 'local',
+          name: 'cred',
+          auth_type: 'userpass',
+          attributes: JSON.stringify({ password: 'old-password' }),
+        })
+        .execute();
+
+      const latest = await migrator.migrateToLatest();
+      assert.equal(latest.error, undefined);
+      const app = await db.selectFrom('applications').select('config').executeTakeFirstOrThrow();
+      assert.ok(SecretBox.isSealed(app.config.token));
+      assert.equal(secrets.open(app.config.token as string), 'old-secret');
+      assert.equal(app.config.label, 'plain', 'a value of another type is left as it is');
+      const machine = await db.selectFrom('machines').select('bootstrap_key').executeTakeFirstOrThrow();
+      assert.ok(SecretBox.isSealed(machine.bootstrap_key));
+      assert.equal(secrets.open(machine.bootstrap_key!), 'old-private-key');
+      const cred = await db.selectFrom('credentials').select('attributes').executeTakeFirstOrThrow();
+      assert.ok(SecretBox.isSealed(cred.attributes.password));
+      assert.deepEqual(secrets.openAttributes(cred.attributes), { password: 'old-password' });
+    } finally {
+      await db.destroy();
     }
   });
 });
