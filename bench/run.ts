@@ -6,12 +6,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controllerBench } from './controller.bench.ts';
 import { deployBench } from './deploy.bench.ts';
+import { scaleBench } from './scale.bench.ts';
 
 type Figures = Record<string, number | string>;
 
 const benches: Record<string, () => Promise<Figures>> = {
   controller: controllerBench,
   deploy: deployBench,
+  scale: scaleBench,
 };
 
 const args = process.argv.slice(2);

@@ -5,9 +5,9 @@
 // substrate's: same environment shape, same starting directory, same stdin and
 // result handling, same kill semantics. The hook runtime cannot tell them apart.
 
-import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
+import { LocalSpawner } from './local-spawner.ts';
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput } from './machine-shell.ts';
 import {
   acceptStdin,
@@ -49,6 +49,7 @@ export class LocalSubstrate implements Substrate {
   readonly kind = 'local' as const;
   private readonly killGraceMs: number;
   private readonly env = loginEnvironment();
+  private readonly spawner = new LocalSpawner();
 
   constructor(opts: LocalSubstrateOptions = {}) {
     this.killGraceMs = opts.killGraceMs ?? 2_000;
@@ -67,8 +68,8 @@ export class LocalSubstrate implements Substrate {
     if (req.signal?.aborted) return { code: null, stdout: '', stderr: '' };
     const cwd = (await isDirectory(target.rootDir)) ? target.rootDir : this.env.HOME;
     return new Promise<ExecResult>((resolve, reject) => {
-      // detached: its own process group, so a kill reaches everything the command started.
-      const child = spawn('sh', ['-c', req.command], { cwd, env: this.env, detached: true, stdio: 'pipe' });
+      // its own session and process group, so a kill reaches everything the command started
+      const child = this.spawner.spawn({ command: req.command, cwd, env: this.env });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let code: number | null = null;
@@ -150,5 +151,7 @@ export class LocalSubstrate implements Substrate {
     // Nothing pooled. The sandbox directory belongs to the machine, removed by its owner.
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.spawner.close();
+  }
 }
