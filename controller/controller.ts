@@ -13,6 +13,7 @@ import { issueToken, verifyToken } from '../api/tokens.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.ts';
 import { type ControllerConfig, paths } from './config.ts';
+import { ensureRetentionSchedule, retentionConfigFromEnv } from './retention-schedule.ts';
 import { loadOrCreateControllerKey } from './ssh-identity.ts';
 import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
 import { type RunningWorker, startWorker } from './worker.ts';
@@ -137,6 +138,8 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     stack.push(['Temporal client', () => connection.close()]);
     const client = new Client({ connection, namespace: config.temporalNamespace });
     if (config.temporalAddress) await registerSearchAttributes(client, config.temporalNamespace);
+    // the process that serves the API keeps the retention schedule in line with its settings
+    if (opts.api !== false) await ensureRetentionSchedule(client, config.taskQueue, retentionConfigFromEnv());
 
     let substrates: Substrates | undefined;
     if (opts.worker !== false) {

@@ -3,4 +3,5 @@
 export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from './application-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
+export { retentionWorkflow } from './retention.ts';
 export { unitAgentWorkflow } from './unit-agent.ts';
