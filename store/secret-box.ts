@@ -8,7 +8,7 @@
 // version names the key, so a later key can be added beside this one and values
 // re-sealed under it one by one.
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 const PREFIX = 'cfsec:';
@@ -45,11 +45,17 @@ export class SecretBox {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      // written whole under another name, then linked into place: a process reading
+      // the file never sees it half written, and only one creation can win
+      const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+      writeFileSync(tmp, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600 });
+      chmodSync(tmp, 0o600);
       try {
-        writeFileSync(file, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
-        chmodSync(file, 0o600);
+        linkSync(tmp, file);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      } finally {
+        unlinkSync(tmp);
       }
       text = readFileSync(file, 'utf8');
     }

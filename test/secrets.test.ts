@@ -257,6 +257,35 @@ describe('secrets at rest and in logs, through a whole controller', () => {
 });
 
 describe('the secret key', () => {
+  test('a sealed value differs each time, opens only under its key, and an altered one is refused', () => {
+    const box = SecretBox.ephemeral();
+    const a = box.seal('pa55word');
+    const b = box.seal('pa55word');
+    assert.notEqual(a, b);
+    assert.match(a, /^cfsec:v1:/);
+    assert.ok(!a.includes('pa55word'));
+    assert.equal(box.open(a), 'pa55word');
+    assert.throws(() => SecretBox.ephemeral().open(a), /does not open/);
+    const raw = Buffer.from(a.slice('cfsec:v1:'.length), 'base64');
+    raw[raw.length - 1] ^= 1;
+    assert.throws(() => box.open(`cfsec:v1:${raw.toString('base64')}`), /does not open/);
+    assert.equal(box.open('written before sealing'), 'written before sealing');
+  });
+
+  test('the key file is made once: a second opening reads the same key', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cf-keyfile-'));
+    try {
+      const file = join(dir, 'sub', 'secret-key');
+      const first = SecretBox.fromKeyFile(file);
+      const sealed = first.seal('x-value');
+      assert.equal(SecretBox.fromKeyFile(file).open(sealed), 'x-value');
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.deepEqual(readdirSync(join(dir, 'sub')), ['secret-key'], 'no temporary file left behind');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a store refuses a key other than the one that sealed its secrets', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cf-key-'));
     try {
