@@ -3,13 +3,14 @@
 // twice: each step looks at what is already there before doing it.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, heartbeat } from '@temporalio/activity';
 import { sql } from 'kysely';
 import type { MachineRow } from '../store/schema.ts';
 import { nextModelSequence } from '../store/sequences.ts';
+import type { Tx } from '../store/store.ts';
 import type { ActivityDeps } from './deps.ts';
 import { machineTarget } from './machine-target.ts';
 import { RUNTIME_COMMANDS, shellQuote } from './substrates/machine-shell.ts';
@@ -102,6 +103,9 @@ function substrateError(err: unknown): { message: string; type: FailureType } | 
   }
   return undefined;
 }
+
+/** Machines a provisionMachines activity prepares at once. */
+const PROVISION_CONCURRENCY = 8;
 
 export function createMachineActivities(deps: ActivityDeps) {
   const { store, substrates, controllerKey, dataDir, localNet } = deps;
@@ -197,8 +201,62 @@ export function createMachineActivities(deps: ActivityDeps) {
     return { ...row, root_dir: rootDir };
   }
 
+  /**
+   * The local cloud's machines are directories on this host: they share one copy of
+   * each runtime (read-only to units), installed once, and each machine's runtime/
+   * is a link to it. Provisioning a local machine then starts no process at all.
+   */
+  const sharedRuntimes = new Map<string, Promise<string>>();
+  function sharedLocalRuntime(): Promise<string> {
+    const runtime = hookRuntime();
+    let installing = sharedRuntimes.get(runtime.hash);
+    if (!installing) {
+      installing = (async () => {
+        const dir = join(dataDir, 'runtime', runtime.hash.slice(0, 16));
+        const marker = join(dir, '.runtime-hash');
+        if ((await readFile(marker, 'utf8').catch(() => '')).trim() === runtime.hash) return dir;
+        await mkdir(dir, { recursive: true, mode: 0o755 });
+        for (const f of runtime.files) await writeFile(join(dir, f.name), f.data, { mode: 0o755 });
+        const local: MachineTarget = { key: 'runtime', kind: 'local', address: '127.0.0.1', rootDir: dir };
+        await run(
+          local,
+          `python3 -S ${shellQuote(`${dir}/runner.py`)} install-tools ${shellQuote(`${dir}/bin`)}`,
+          'installing the hook tools',
+        );
+        await writeFile(marker, `${runtime.hash}\n`, { mode: 0o644 });
+        return dir;
+      })();
+      sharedRuntimes.set(runtime.hash, installing);
+      installing.catch(() => sharedRuntimes.delete(runtime.hash));
+    }
+    return installing;
+  }
+
+  async function installLocalRuntime(row: MachineRow): Promise<void> {
+    const shared = await sharedLocalRuntime();
+    await mkdir(join(row.root_dir, 'units'), { recursive: true });
+    const link = join(row.root_dir, 'runtime');
+    if ((await readlink(link).catch(() => undefined)) !== shared) {
+      const tmp = `${link}.cf-tmp-${process.pid}`;
+      await rm(tmp, { force: true });
+      await symlink(shared, tmp);
+      // a runtime/ directory of an older controller goes
+      await rm(link, { recursive: true, force: true });
+      await rename(tmp, link);
+    }
+    if (row.runtime_hash !== hookRuntime().hash) {
+      await db
+        .updateTable('machines')
+        .set({ runtime_hash: hookRuntime().hash })
+        .where('model_uuid', '=', row.model_uuid)
+        .where('id', '=', row.id)
+        .execute();
+    }
+  }
+
   /** units/ and runtime/ under the root; the runtime uploaded unless the machine has this very one. */
   async function installRuntime(row: MachineRow): Promise<void> {
+    if (row.kind === 'local') return installLocalRuntime(row);
     const target = machineTarget(row, controllerKey, store.secrets);
     const runtime = hookRuntime();
     const root = shellQuote(row.root_dir);
@@ -227,6 +285,96 @@ export function createMachineActivities(deps: ActivityDeps) {
     }
   }
 
+  /**
+   * Make the machine ready for units: reachable with a pinned host key and the
+   * controller's key (SSH), its directories and the hook runtime in place.
+   */
+  async function provision(modelName: string, id: string): Promise<void> {
+    const model = await modelByName(modelName);
+    let row = await machineRow(model.uuid, id);
+    if (!row) throw ApplicationFailure.nonRetryable(`machine ${id} not found in model "${modelName}"`, 'NotFound');
+    if (row.life !== 'alive') {
+      throw ApplicationFailure.nonRetryable(`machine ${id} is being removed`, 'MachineDying');
+    }
+    try {
+      // The probe checks a pinned key, or learns it on first contact (with the user's key).
+      const target = machineTarget(row, controllerKey, store.secrets);
+      const probe = await substrateOf(target).probe(target);
+      if (probe.missing.length > 0) {
+        return fail(
+          row,
+          `host lacks ${probe.missing.join(', ')}: hook execution needs ${RUNTIME_COMMANDS.join(', ')}`,
+          'UnsupportedHost',
+        );
+      }
+      const pin = row.kind === 'ssh' && !row.host_key_fingerprint ? probe.hostKeyFingerprint : undefined;
+      if (pin !== undefined || row.hostname !== probe.hostname) {
+        await db
+          .updateTable('machines')
+          .set({ hostname: probe.hostname, ...(pin !== undefined ? { host_key_fingerprint: pin } : {}) })
+          .where('model_uuid', '=', row.model_uuid)
+          .where('id', '=', row.id)
+          .execute();
+        row = { ...row, hostname: probe.hostname, host_key_fingerprint: pin ?? row.host_key_fingerprint };
+      }
+      if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
+      row = await chooseRootDir(row);
+      await installRuntime(row);
+      await setMachineStatus(db, row, 'started', '');
+    } catch (err) {
+      const known = substrateError(err);
+      if (known) return fail(row, known.message, known.type);
+      throw err;
+    }
+  }
+
+  /** A new local machine (pending), with the unit placed on it when one is named. */
+  async function allocateIn(tx: Tx, modelUuid: string, forUnit?: string): Promise<string> {
+    if (forUnit !== undefined) {
+      const unit = await tx
+        .selectFrom('units')
+        .select('machine_id')
+        .where('model_uuid', '=', modelUuid)
+        .where('name', '=', forUnit)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!unit) throw ApplicationFailure.nonRetryable(`unit ${forUnit} not found`, 'NotFound');
+      if (unit.machine_id !== null) return unit.machine_id;
+    }
+    const id = String(await nextModelSequence(tx, modelUuid, 'machine'));
+    let address: string | undefined;
+    while (address === undefined) {
+      const { n } = await sql<{ n: string | number }>`SELECT nextval('local_machine_seq') AS n`
+        .execute(tx)
+        .then((r) => r.rows[0]!);
+      address = localAddress(localNet, Number(n));
+    }
+    await tx
+      .insertInto('machines')
+      .values({
+        model_uuid: modelUuid,
+        id,
+        kind: 'local',
+        address,
+        host: null,
+        port: null,
+        ssh_user: null,
+        host_key_fingerprint: null,
+        root_dir: join(dataDir, 'machines', modelUuid, id),
+        state: 'pending',
+      })
+      .execute();
+    if (forUnit !== undefined) {
+      await tx
+        .updateTable('units')
+        .set({ machine_id: id, agent_status: 'allocating', agent_message: '' })
+        .where('model_uuid', '=', modelUuid)
+        .where('name', '=', forUnit)
+        .execute();
+    }
+    return id;
+  }
+
   return {
     /** A new local sandbox machine (pending); returns its id. */
     /**
@@ -236,51 +384,51 @@ export function createMachineActivities(deps: ActivityDeps) {
      */
     async allocateLocalMachine(modelName: string, forUnit?: string): Promise<string> {
       const model = await modelByName(modelName);
+      return db.transaction().execute((tx) => allocateIn(tx, model.uuid, forUnit));
+    },
+
+    /**
+     * A new local machine for each of these units, all in one transaction (a deploy
+     * of a thousand units is one activity, not a thousand). A retry returns the
+     * machines the units already have.
+     */
+    async allocateLocalMachines(modelName: string, units: string[]): Promise<Record<string, string>> {
+      const model = await modelByName(modelName);
       return db.transaction().execute(async (tx) => {
-        if (forUnit !== undefined) {
-          const unit = await tx
-            .selectFrom('units')
-            .select('machine_id')
-            .where('model_uuid', '=', model.uuid)
-            .where('name', '=', forUnit)
-            .forUpdate()
-            .executeTakeFirst();
-          if (!unit) throw ApplicationFailure.nonRetryable(`unit ${forUnit} not found`, 'NotFound');
-          if (unit.machine_id !== null) return unit.machine_id;
-        }
-        const id = String(await nextModelSequence(tx, model.uuid, 'machine'));
-        let address: string | undefined;
-        while (address === undefined) {
-          const { n } = await sql<{ n: string | number }>`SELECT nextval('local_machine_seq') AS n`
-            .execute(tx)
-            .then((r) => r.rows[0]!);
-          address = localAddress(localNet, Number(n));
-        }
-        await tx
-          .insertInto('machines')
-          .values({
-            model_uuid: model.uuid,
-            id,
-            kind: 'local',
-            address,
-            host: null,
-            port: null,
-            ssh_user: null,
-            host_key_fingerprint: null,
-            root_dir: join(dataDir, 'machines', model.uuid, id),
-            state: 'pending',
-          })
-          .execute();
-        if (forUnit !== undefined) {
-          await tx
-            .updateTable('units')
-            .set({ machine_id: id, agent_status: 'allocating', agent_message: '' })
-            .where('model_uuid', '=', model.uuid)
-            .where('name', '=', forUnit)
-            .execute();
-        }
-        return id;
+        const placed: Record<string, string> = {};
+        for (const unit of units) placed[unit] = await allocateIn(tx, model.uuid, unit);
+        return placed;
       });
+    },
+
+    /**
+     * provisionMachine for many machines, a few at a time, heartbeating as each is
+     * ready. Every machine is tried; the first failure is raised after the rest.
+     */
+    async provisionMachines(modelName: string, ids: string[]): Promise<void> {
+      let next = 0;
+      let ready = 0;
+      let firstFailure: unknown;
+      const worker = async () => {
+        while (next < ids.length) {
+          const id = ids[next++];
+          try {
+            await provision(modelName, id);
+          } catch (err) {
+            firstFailure ??= err;
+          }
+          ready++;
+          heartbeat({ ready, of: ids.length });
+        }
+      };
+      // alive while a slow host takes its time
+      const beat = setInterval(() => heartbeat({ ready, of: ids.length }), 10_000);
+      try {
+        await Promise.all(Array.from({ length: Math.min(PROVISION_CONCURRENCY, ids.length) }, worker));
+      } finally {
+        clearInterval(beat);
+      }
+      if (firstFailure !== undefined) throw firstFailure;
     },
 
     /**
@@ -288,44 +436,8 @@ export function createMachineActivities(deps: ActivityDeps) {
      * controller's key (SSH), its directories and the hook runtime in place.
      */
     async provisionMachine(modelName: string, id: string): Promise<void> {
-      const model = await modelByName(modelName);
-      let row = await machineRow(model.uuid, id);
-      if (!row) throw ApplicationFailure.nonRetryable(`machine ${id} not found in model "${modelName}"`, 'NotFound');
-      if (row.life !== 'alive') {
-        throw ApplicationFailure.nonRetryable(`machine ${id} is being removed`, 'MachineDying');
-      }
-      try {
-        // The probe checks a pinned key, or learns it on first contact (with the user's key).
-        const target = machineTarget(row, controllerKey, store.secrets);
-        const probe = await substrateOf(target).probe(target);
-        if (probe.missing.length > 0) {
-          return fail(
-            row,
-            `host lacks ${probe.missing.join(', ')}: hook execution needs ${RUNTIME_COMMANDS.join(', ')}`,
-            'UnsupportedHost',
-          );
-        }
-        const pin = row.kind === 'ssh' && !row.host_key_fingerprint ? probe.hostKeyFingerprint : undefined;
-        if (pin !== undefined || row.hostname !== probe.hostname) {
-          await db
-            .updateTable('machines')
-            .set({ hostname: probe.hostname, ...(pin !== undefined ? { host_key_fingerprint: pin } : {}) })
-            .where('model_uuid', '=', row.model_uuid)
-            .where('id', '=', row.id)
-            .execute();
-          row = { ...row, hostname: probe.hostname, host_key_fingerprint: pin ?? row.host_key_fingerprint };
-        }
-        if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
-        row = await chooseRootDir(row);
-        await installRuntime(row);
-        await setMachineStatus(db, row, 'started', '');
-      } catch (err) {
-        const known = substrateError(err);
-        if (known) return fail(row, known.message, known.type);
-        throw err;
-      }
+      return provision(modelName, id);
     },
-
     /** Provisioning failed for good (retries exhausted): the machine shows why. */
     async markMachineError(modelName: string, id: string, message: string): Promise<void> {
       const model = await db.selectFrom('models').select('uuid').where('name', '=', modelName).executeTakeFirst();

@@ -31,8 +31,10 @@ const units = proxyActivities<UnitActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 10 },
 });
-const machines = proxyActivities<MachineActivities>({
-  startToCloseTimeout: '3 minutes',
+const placement = proxyActivities<MachineActivities>({
+  // a batch of machines; the heartbeat notices a lost worker at once
+  startToCloseTimeout: '15 minutes',
+  heartbeatTimeout: '1 minute',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5 },
 });
 
@@ -127,21 +129,25 @@ export interface DeployInput extends ApplicationOperationInput {
   units: { unit: string; machine: string | null; leader: boolean }[];
 }
 
+/** Machines one provisionMachines activity prepares (it heartbeats as each is ready). */
+const PROVISION_BATCH = 50;
+
 async function placeUnits(ctx: OperationContext, input: DeployInput, tracker: UnitTracker): Promise<void> {
   await ctx.step('allocating machines');
+  // one activity for all the new local machines, however many units
+  const fresh = input.units.filter((u) => u.machine === null).map((u) => u.unit);
+  const allocated = fresh.length > 0 ? await placement.allocateLocalMachines(input.model, fresh) : {};
   const placed: string[] = [];
   for (const u of input.units) {
-    let machine: string;
-    if (u.machine !== null) machine = u.machine;
-    else {
-      machine = await machines.allocateLocalMachine(input.model, u.unit);
-    }
+    const machine = u.machine ?? allocated[u.unit];
     tracker.set(u.unit, `machine ${machine}`);
     placed.push(machine);
   }
   const distinct = [...new Set(placed)];
   await ctx.step(`provisioning ${distinct.length} machine(s)`);
-  await Promise.all(distinct.map((m) => machines.provisionMachine(input.model, m)));
+  const batches: string[][] = [];
+  for (let i = 0; i < distinct.length; i += PROVISION_BATCH) batches.push(distinct.slice(i, i + PROVISION_BATCH));
+  await Promise.all(batches.map((ids) => placement.provisionMachines(input.model, ids)));
 }
 
 export async function deployWorkflow(input: DeployInput): Promise<void> {

@@ -55,10 +55,19 @@ export class LocalSubstrate implements Substrate {
     this.killGraceMs = opts.killGraceMs ?? 2_000;
   }
 
+  /** Every local machine is this host: it is probed once (again after a failure). */
+  private hostProbe: Promise<{ hostname: string; missing: string[] }> | undefined;
+
   async probe(target: MachineTarget): Promise<ProbeResult> {
-    const result = await this.exec(target, { command: PROBE_SCRIPT, timeoutMs: 30_000 });
-    if (result.code !== 0) throw new Error(`probe of local machine ${target.key} failed: ${result.stderr.trim()}`);
-    const parsed = parseProbeOutput(result.stdout);
+    this.hostProbe ??= this.exec(target, { command: PROBE_SCRIPT, timeoutMs: 30_000 }).then((result) => {
+      if (result.code !== 0) throw new Error(`probe of local machine ${target.key} failed: ${result.stderr.trim()}`);
+      return parseProbeOutput(result.stdout);
+    });
+    const probing = this.hostProbe;
+    const parsed = await probing.catch((err) => {
+      if (this.hostProbe === probing) this.hostProbe = undefined;
+      throw err;
+    });
     return { hostKeyFingerprint: 'local', address: target.address, hostname: parsed.hostname, missing: parsed.missing };
   }
 
