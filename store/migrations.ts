@@ -282,6 +282,15 @@ async function sealStoredSecrets(db: AnyDb, box: SecretBox): Promise<void> {
   }
 }
 
+const m006 = `
+-- how to start an operation's workflow (its function name and arguments), kept so a
+-- controller that died between recording the operation and starting the workflow
+-- starts it at its next start. The arguments hold no secret: they are also the
+-- workflow's input, in its history.
+ALTER TABLE operations ADD COLUMN start jsonb;
+CREATE INDEX operations_pending ON operations (id) WHERE state = 'pending';
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -329,6 +338,11 @@ export const migrations: Record<string, MigrationEntry> = {
       await sealStoredSecrets(db, ctx.secrets);
     },
   }),
+  '006_operation_start': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m006)) await sql.raw(stmt).execute(db);
+    },
+  },
 };
 
 export class StaticMigrationProvider implements MigrationProvider {

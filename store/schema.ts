@@ -155,6 +155,12 @@ export interface LogEntriesTable {
 
 export type OperationState = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
+/** How an operation's workflow is started: never a secret (the arguments are the workflow's input). */
+export interface OperationStart {
+  workflow: string;
+  args: unknown[];
+}
+
 export interface OperationsTable {
   id: Generated<number>;
   model_name: string | null;
@@ -166,6 +172,8 @@ export interface OperationsTable {
   workflow_id: Def<string | null>;
   progress: JsonDef<Record<string, unknown>>;
   params: JsonDef<Record<string, unknown>>;
+  /** The workflow and its arguments, to start it again after a crash (migration 006). */
+  start: ColumnType<OperationStart | null, string | null | undefined, string | null>;
   created_by: Def<string>;
   created_at: Timestamp;
   updated_at: Timestamp;
