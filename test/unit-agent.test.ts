@@ -85,3 +85,18 @@ describe('unit agent queue', () => {
     assert.deepEqual(nextBatch(s)[0].event, { hook: 'start' });
   });
 });
+
+describe('bookkeeping activities', () => {
+  test('store writes and clean-up retry without limit, with backoff', async () => {
+    const { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } = await import('../workflows/activity-options.ts');
+    assert.equal(BOOKKEEPING_RETRY.maximumAttempts, undefined);
+    assert.ok((BOOKKEEPING_RETRY.backoffCoefficient ?? 2) > 1);
+    assert.equal(BOOKKEEPING_ACTIVITY.retry, BOOKKEEPING_RETRY);
+    // the proxies that call them take these options, not a limited copy
+    const { readFileSync } = await import('node:fs');
+    for (const file of ['unit-agent', 'application-workflows', 'machine-workflows', 'model-workflows', 'operation']) {
+      const src = readFileSync(new URL(`../workflows/${file}.ts`, import.meta.url), 'utf8');
+      assert.match(src, /BOOKKEEPING_(ACTIVITY|RETRY)/, file);
+    }
+  });
+});

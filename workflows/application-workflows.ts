@@ -14,6 +14,7 @@ import {
 } from '@temporalio/workflow';
 import type { MachineActivities } from '../activities/machine-activities.ts';
 import type { UnitActivities } from '../activities/unit-activities.ts';
+import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import {
   enqueueSignal,
   resolveSignal,
@@ -27,10 +28,8 @@ import { type OperationContext, type OperationInput, operationRecords as ops, ru
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
 import { unitAgentWorkflow } from './unit-agent.ts';
 
-const units = proxyActivities<UnitActivities>({
-  startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 10 },
-});
+// forced removal and record clean-up: an operation never stops half way through them
+const units = proxyActivities<UnitActivities>(BOOKKEEPING_ACTIVITY);
 const placement = proxyActivities<MachineActivities>({
   // a batch of machines; the heartbeat notices a lost worker at once
   startToCloseTimeout: '15 minutes',

@@ -1,6 +1,7 @@
 // Machine lifecycle operations: add (provision) and remove.
 import { proxyActivities } from '@temporalio/workflow';
 import type { MachineActivities } from '../activities/machine-activities.ts';
+import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import { failureMessage, type OperationInput, runOperation } from './operation.ts';
 
 // Provisioning talks to a host over SSH: a few quick retries for the odd lost
@@ -10,10 +11,7 @@ const provisioning = proxyActivities<MachineActivities>({
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '20 seconds', maximumAttempts: 4 },
 });
 
-const bookkeeping = proxyActivities<MachineActivities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
-});
+const bookkeeping = proxyActivities<MachineActivities>({ ...BOOKKEEPING_ACTIVITY, startToCloseTimeout: '30 seconds' });
 
 export interface MachineOperationInput extends OperationInput {
   machineId: string;

@@ -1,12 +1,11 @@
 // Model lifecycle operations.
 import { proxyActivities } from '@temporalio/workflow';
 import type { ModelActivities } from '../activities/model-activities.ts';
+import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import { type OperationInput, runOperation } from './operation.ts';
 
-const acts = proxyActivities<ModelActivities>({
-  startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
-});
+// a model's records are written (or removed) whatever it takes: never half done
+const acts = proxyActivities<ModelActivities>(BOOKKEEPING_ACTIVITY);
 
 export async function createModelWorkflow(input: OperationInput): Promise<void> {
   await runOperation(input, async (ctx) => {

@@ -7,6 +7,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { OperationActivities } from '../activities/operation-activities.ts';
+import { BOOKKEEPING_RETRY } from './activity-options.ts';
 import { ApplicationKey, ModelKey, OperationKindKey } from './search-attributes.ts';
 
 export interface OperationInput {
@@ -23,7 +24,7 @@ export interface OperationInput {
  */
 export const operationRecords = proxyLocalActivities<OperationActivities>({
   startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+  retry: BOOKKEEPING_RETRY,
 });
 const ops = operationRecords;
 

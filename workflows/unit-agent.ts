@@ -15,6 +15,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-activities.ts';
+import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import {
   enqueueSignal,
   type ResolveRequest,
@@ -54,10 +55,8 @@ const HOOK_ACTIVITY = {
 
 const hooks = proxyActivities<HookActivities>(HOOK_ACTIVITY);
 
-const quick = proxyActivities<HookActivities>({
-  startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 12 },
-});
+// markHookFailed, markHookSkipped, finishUnitRemoval: never given up on
+const quick = proxyActivities<HookActivities>({ ...BOOKKEEPING_ACTIVITY, startToCloseTimeout: '5 minutes' });
 
 /** Hooks handed to the machine in one go, at most. */
 export const MAX_BATCH = 8;
