@@ -291,6 +291,16 @@ ALTER TABLE operations ADD COLUMN start jsonb;
 CREATE INDEX operations_pending ON operations (id) WHERE state = 'pending';
 `;
 
+const m007 = `
+-- facts about the controller itself, e.g. that the default model was created once
+-- (a start after a failed first start creates it; a start after it was destroyed does not)
+CREATE TABLE controller_facts (
+  name text PRIMARY KEY,
+  value jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -341,6 +351,11 @@ export const migrations: Record<string, MigrationEntry> = {
   '006_operation_start': {
     async up(db: AnyDb) {
       for (const stmt of statements(m006)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '007_controller_facts': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m007)) await sql.raw(stmt).execute(db);
     },
   },
 };

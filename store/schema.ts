@@ -180,6 +180,12 @@ export interface OperationsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export interface ControllerFactsTable {
+  name: string;
+  value: JsonDef<Record<string, unknown>>;
+  created_at: Timestamp;
+}
+
 export interface UsersTable {
   name: string;
   created_at: Timestamp;
@@ -239,6 +245,7 @@ export interface Database {
   status_history: StatusHistoryTable;
   log_entries: LogEntriesTable;
   operations: OperationsTable;
+  controller_facts: ControllerFactsTable;
   users: UsersTable;
   tokens: TokensTable;
   hook_runs: HookRunsTable;
