@@ -18,6 +18,7 @@ import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { StoreError } from '../store/store-error.ts';
 import { runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
+import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const SECRET = 'hunter2-Sup3rS3cret-value';
@@ -36,60 +37,83 @@ async function failure(fn: () => Promise<unknown>): Promise<unknown> {
   assert.fail('the statement should have failed');
 }
 
-describe('store errors carry no statement parameters', () => {
-  let store: Store;
-  before(async () => {
-    store = await openStore({});
-  });
-  after(async () => {
-    await store?.close();
-  });
+const errorBackends = [
+  { name: 'pglite', skip: undefined, open: async () => ({ store: await openStore({}), drop: async () => {} }) },
+  {
+    name: 'postgres',
+    skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
+    open: async () => {
+      const dbx = await createTestDatabase();
+      const keyDir = mkdtempSync(join(tmpdir(), 'cf-secrets-key-'));
+      const store = await openStore({ databaseUrl: dbx.url, secretKeyFile: join(keyDir, 'secret-key') });
+      return {
+        store,
+        drop: async () => {
+          await dbx.drop();
+          rmSync(keyDir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+];
 
-  test('a JSON value Postgres refuses: its text is not quoted back', async () => {
-    const err = await failure(() =>
-      store.db
-        .insertInto('clouds')
-        .values({ name: 'c1', type: 'manual', endpoint: null })
-        .execute()
-        .then(() =>
-          store.db
-            .insertInto('credentials')
-            .values({
-              cloud: 'c1',
-              name: 'k',
-              auth_type: 'userpass',
-              attributes: JSON.stringify({ password: `${SECRET}\0` }),
-            })
-            .execute(),
-        ),
-    );
-    assert.ok(err instanceof StoreError, inspect(err));
-    assert.equal(err.code, '22P05');
-    assert.ok(!everything(err).includes(SECRET), everything(err));
-  });
+for (const backend of errorBackends)
+  describe(`store errors carry no statement parameters (${backend.name})`, { skip: backend.skip }, () => {
+    let store: Store;
+    let drop: () => Promise<void>;
+    before(async () => {
+      ({ store, drop } = await backend.open());
+    });
+    after(async () => {
+      await store?.close();
+      await drop?.();
+    });
 
-  test('a value of the wrong type: the message names the type, not the value', async () => {
-    const err = await failure(() =>
-      store.db
-        .selectFrom('operations')
-        .selectAll()
-        .where('id', '=', SECRET as unknown as number)
-        .execute(),
-    );
-    assert.ok(err instanceof StoreError);
-    assert.equal(err.code, '22P02');
-    assert.match(err.message, /invalid input syntax for type integer/);
-    assert.ok(!everything(err).includes(SECRET), everything(err));
-  });
+    test('a JSON value Postgres refuses: its text is not quoted back', async () => {
+      const err = await failure(() =>
+        store.db
+          .insertInto('clouds')
+          .values({ name: 'c1', type: 'manual', endpoint: null })
+          .execute()
+          .then(() =>
+            store.db
+              .insertInto('credentials')
+              .values({
+                cloud: 'c1',
+                name: 'k',
+                auth_type: 'userpass',
+                attributes: JSON.stringify({ password: `${SECRET}\0` }),
+              })
+              .execute(),
+          ),
+      );
+      assert.ok(err instanceof StoreError, inspect(err));
+      assert.equal(err.code, '22P05');
+      assert.ok(!everything(err).includes(SECRET), everything(err));
+    });
 
-  test('the SQLSTATE and the constraint stay, so callers still tell a duplicate', async () => {
-    const err = await failure(() =>
-      store.db.insertInto('clouds').values({ name: 'c1', type: 'manual', endpoint: null }).execute(),
-    );
-    assert.ok(isUniqueViolation(err));
-    assert.equal((err as StoreError).constraint, 'clouds_pkey');
+    test('a value of the wrong type: the message names the type, not the value', async () => {
+      const err = await failure(() =>
+        store.db
+          .selectFrom('operations')
+          .selectAll()
+          .where('id', '=', SECRET as unknown as number)
+          .execute(),
+      );
+      assert.ok(err instanceof StoreError);
+      assert.equal(err.code, '22P02');
+      assert.match(err.message, /invalid input syntax for type integer/);
+      assert.ok(!everything(err).includes(SECRET), everything(err));
+    });
+
+    test('the SQLSTATE and the constraint stay, so callers still tell a duplicate', async () => {
+      const err = await failure(() =>
+        store.db.insertInto('clouds').values({ name: 'c1', type: 'manual', endpoint: null }).execute(),
+      );
+      assert.ok(isUniqueViolation(err));
+      assert.equal((err as StoreError).constraint, 'clouds_pkey');
+    });
   });
-});
 
 /** Every file under `dir`, raw. */
 function filesUnder(dir: string): string[] {
