@@ -832,6 +832,8 @@ export async function deleteUnit(db: Db, ref: UnitRef): Promise<void> {
       .executeTakeFirst();
     if (!unit) return;
     await tx.deleteFrom('units').where('model_uuid', '=', ref.modelUuid).where('name', '=', ref.unit).execute();
+    // a later unit of the same name starts its runs afresh
+    await tx.deleteFrom('hook_runs').where('model_uuid', '=', ref.modelUuid).where('unit', '=', ref.unit).execute();
     await tx
       .insertInto('status_history')
       .values({

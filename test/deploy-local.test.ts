@@ -203,14 +203,20 @@ describe('deploy on the local cloud', () => {
     assert.equal(ra.code, 0, ra.stderr);
     assert.equal(await httpText(`http://${u0['public-address']}:18080/`, 1000), null);
     assert.equal((await status()).applications.web, undefined);
-    // hooks ran in Juju's teardown order
+    // hooks ran in Juju's teardown order (the unit's hook runs went with it; its status history stays)
     const hist = await c.store.db
-      .selectFrom('hook_runs')
-      .select(['hook'])
-      .where('unit', '=', 'web/0')
-      .orderBy('started_at')
+      .selectFrom('status_history')
+      .select(['message'])
+      .where('entity', '=', 'web/0')
+      .where('kind', '=', 'agent')
+      .where('status', '=', 'executing')
+      .orderBy('id')
       .execute();
-    const hooks = hist.map((h) => h.hook);
+    const hooks = hist.map((h) => h.message.replace(/^running (.*) hook$/, '$1'));
+    assert.equal(
+      (await c.store.db.selectFrom('hook_runs').select('unit').where('unit', '=', 'web/0').execute()).length,
+      0,
+    );
     assert.deepEqual(hooks.slice(0, 4), ['install', 'leader-elected', 'config-changed', 'start']);
     assert.deepEqual(hooks.slice(-2), ['stop', 'remove']);
   });

@@ -68,6 +68,13 @@ describe('unit agent queue', () => {
       first.map((r) => r.contextId),
       ['6f0c5a2e-app-3-7', '6f0c5a2e-app-3-8'],
     );
+    // an agent that drew its incarnation puts it in every id: a later agent of the
+    // same unit name (a redeploy, seq from 0 again) never meets an earlier one's runs
+    const later = { ...state(['install']), incarnation: 'c0ffee01' };
+    assert.deepEqual(
+      nextBatch(later).map((r) => r.contextId),
+      ['6f0c5a2e-app-3-c0ffee01-0'],
+    );
     assert.equal(s.seq, 9);
     // install committed, start was not reached: the next batch reuses start's id
     s.queue.shift();

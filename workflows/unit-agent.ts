@@ -12,6 +12,7 @@ import {
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
+  uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-activities.ts';
@@ -37,6 +38,12 @@ export interface UnitAgentState {
   queue: QueuedEvent[];
   /** Count of hook executions, for context ids that stay stable across retries of one execution. */
   seq: number;
+  /**
+   * Names this agent among every agent the unit's name ever had (a redeployed
+   * application numbers its units from 0 again, and seq restarts): drawn once,
+   * kept across continue-as-new, part of every context id.
+   */
+  incarnation?: string;
   prepared: boolean;
   failure?: { event: UnitEvent; attempts: number; message: string };
 }
@@ -98,7 +105,8 @@ export function nextBatch(state: UnitAgentState): HookRun[] {
   const [app, n] = state.ref.unit.split('/');
   const runs: HookRun[] = [];
   for (const ev of state.queue.slice(0, MAX_BATCH)) {
-    ev.contextId ??= `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${state.seq++}`;
+    const agent = state.incarnation ? `${state.incarnation}-` : '';
+    ev.contextId ??= `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${agent}${state.seq++}`;
     const { contextId, ...event } = ev;
     runs.push({ event, contextId });
     if (ev.hook === 'remove') break;
@@ -129,6 +137,8 @@ async function notified(): Promise<void> {
 export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   const { ref } = state;
   const app = ref.unit.split('/')[0];
+  // deterministic: the same on every replay of this run, then carried in the state
+  state.incarnation ??= uuid4().slice(0, 8);
   // deploy starts agents with their search attributes; an agent started otherwise sets them
   if (workflowInfo().typedSearchAttributes.get(ModelKey) === undefined) {
     upsertSearchAttributes([
