@@ -1,5 +1,7 @@
 // Unit bookkeeping around the hooks: forced removal, application removal.
-import type { UnitRef } from '../workflows/messages.ts';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { type ResolveRequest, type ResolveResult, resolveUpdate, type UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
 import { deleteUnit } from './hook-activities.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
@@ -42,6 +44,31 @@ export function createUnitActivities(deps: ActivityDeps) {
         }
       }
       await deleteUnit(db, ref);
+    },
+
+    /**
+     * Hands a resolve to the unit's agent and waits for what it did. The update id
+     * is the operation's, so a retried activity joins the same update instead of
+     * resolving twice. An agent that refuses (the unit is not in error) fails this
+     * for good, with its reason.
+     */
+    async resolveUnitAgent(agentId: string, request: ResolveRequest, updateId: string): Promise<ResolveResult> {
+      const ctx = Context.current();
+      // a skip asked for during an automatic retry waits for that attempt to end
+      const beat = setInterval(() => ctx.heartbeat(), 5_000);
+      try {
+        return await ctx.client.workflow.getHandle(agentId).executeUpdate(resolveUpdate, { args: [request], updateId });
+      } catch (err) {
+        if (err instanceof WorkflowUpdateFailedError) {
+          throw ApplicationFailure.nonRetryable(err.cause?.message ?? err.message, 'ResolveRefused');
+        }
+        if (err instanceof WorkflowNotFoundError) {
+          throw ApplicationFailure.nonRetryable('the unit has no running agent: nothing to resolve', 'NoAgent');
+        }
+        throw err;
+      } finally {
+        clearInterval(beat);
+      }
     },
 
     async removeApplicationRecord(modelUuid: string, application: string): Promise<void> {

@@ -14,10 +14,9 @@ import {
 } from '@temporalio/workflow';
 import type { MachineActivities } from '../activities/machine-activities.ts';
 import type { UnitActivities } from '../activities/unit-activities.ts';
-import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
+import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
   enqueueSignal,
-  resolveSignal,
   type UnitEvent,
   type UnitProgress,
   type UnitRef,
@@ -277,12 +276,23 @@ export interface ResolveInput extends ApplicationOperationInput {
   retry: boolean;
 }
 
+// a resolve may wait for an automatic retry of a long hook to end
+const resolving = proxyActivities<UnitActivities>({
+  startToCloseTimeout: '70 minutes',
+  heartbeatTimeout: '30 seconds',
+  retry: BOOKKEEPING_RETRY,
+});
+
 export async function resolveWorkflow(input: ResolveInput): Promise<void> {
   tagApplication(input);
   await runOperation(input, async (ctx) => {
     await ctx.step(`${input.retry ? 'retrying' : 'skipping'} the failed hook of ${input.unit}`);
-    await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, input.unit)).signal(resolveSignal, {
-      retry: input.retry,
-    });
+    const result = await resolving.resolveUnitAgent(
+      unitAgentWorkflowId(input.model, input.unit),
+      { retry: input.retry },
+      workflowInfo().workflowId,
+    );
+    // the step is what the CLI shows as the answer
+    await ctx.step(result.message, { outcome: result.outcome });
   });
 }

@@ -1,6 +1,6 @@
 // Signals, queries and shapes shared by the unit agent, the operations that drive
 // it, and the clients that watch it.
-import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 
 /** Which unit, in which model. */
 export interface UnitRef {
@@ -31,6 +31,17 @@ export interface ResolveRequest {
   retry: boolean;
 }
 
+/** What a resolve did. */
+export interface ResolveResult {
+  /**
+   * retried: the failed hook runs again now; skipped: it was skipped and the unit
+   * went on; retrying: an automatic retry of it was running already; succeeded: a
+   * skip asked for during an automatic retry found it succeeding; gone: the unit went.
+   */
+  outcome: 'retried' | 'skipped' | 'retrying' | 'succeeded' | 'gone';
+  message: string;
+}
+
 export interface UnitProgress {
   unit: string;
   hook: string;
@@ -47,7 +58,13 @@ export interface UnitAgentView {
 }
 
 export const enqueueSignal = defineSignal<[UnitEvent[]]>('enqueue');
+/** Kept for resolve operations started before resolveUpdate; new ones use the update. */
 export const resolveSignal = defineSignal<[ResolveRequest]>('resolve');
+/**
+ * Resolve a unit in error: refused (by its validator) when the unit is not in
+ * error; answers once the agent acted on it, so no resolve is ever lost.
+ */
+export const resolveUpdate = defineUpdate<ResolveResult, [ResolveRequest]>('resolveUnit');
 /** Sent by unit agents to the operation that asked for an event. */
 export const unitProgressSignal = defineSignal<[UnitProgress]>('unitProgress');
 export const unitAgentQuery = defineQuery<UnitAgentView>('unitAgent');

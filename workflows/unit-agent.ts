@@ -20,7 +20,9 @@ import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import {
   enqueueSignal,
   type ResolveRequest,
+  type ResolveResult,
   resolveSignal,
+  resolveUpdate,
   type UnitAgentView,
   type UnitEvent,
   type UnitProgress,
@@ -147,14 +149,43 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     ]);
   }
   let busy = false;
-  let resolveRequest: ResolveRequest | null = null;
+  // A resolve waiting for the agent to act on it: taken when the failed hook's
+  // backoff wait begins (at once if it came during an automatic retry that failed).
+  let pending: { retry: boolean; result?: ResolveResult } | null = null;
+  const answer = (result: ResolveResult) => {
+    if (pending) pending.result = result;
+    pending = null;
+  };
+  const ask = (r: ResolveRequest) => {
+    const p = pending ?? { retry: r.retry };
+    p.retry = r.retry; // the latest request wins; earlier askers get its answer
+    pending = p;
+    return p;
+  };
 
   setHandler(enqueueSignal, (events) => {
     for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev);
   });
   setHandler(resolveSignal, (r) => {
-    resolveRequest = r;
+    if (state.failure) ask(r);
   });
+  setHandler(
+    resolveUpdate,
+    async (r): Promise<ResolveResult> => {
+      const hook = state.failure?.event.hook ?? 'failed';
+      if (busy && r.retry) {
+        return { outcome: 'retrying', message: `the ${hook} hook of ${ref.unit} is being retried now` };
+      }
+      const p = ask(r);
+      await condition(() => p.result !== undefined);
+      return p.result as ResolveResult;
+    },
+    {
+      validator: (_request: ResolveRequest) => {
+        if (!state.failure) throw new Error(`unit ${ref.unit} is not in error: there is no failed hook to resolve`);
+      },
+    },
+  );
   setHandler(
     unitAgentQuery,
     (): UnitAgentView => ({
@@ -219,6 +250,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       const ev = state.queue[0];
       if (outcome.gone) {
         // the unit was removed by force underneath us
+        answer({ outcome: 'gone', message: `unit ${ref.unit} was removed` });
         notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'removed' });
         await notified();
         return;
@@ -235,11 +267,16 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       if (ev.hook === 'remove') {
         // tell every other waiter (queued after remove) that the unit is gone
         for (const rest of state.queue) notify(rest, { unit: ref.unit, hook: rest.hook, outcome: 'removed' });
+        answer({ outcome: 'succeeded', message: `the remove hook of ${ref.unit} succeeded; the unit is gone` });
         await notified();
         return;
       }
     }
-    if (!failed) continue;
+    if (!failed) {
+      // a skip asked for while the automatic retry ran: the retry succeeded
+      answer({ outcome: 'succeeded', message: `the failed hook of ${ref.unit} succeeded on its automatic retry` });
+      continue;
+    }
 
     const { ev, outcome } = failed;
     // a retry is a new execution of the hook
@@ -249,15 +286,16 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     if (attempts === 1) notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'error', message: outcome.message });
     const delay = retryDelayMs(attempts);
     setCurrentDetails(`${ref.unit}: ${ev.hook} hook failed; retrying in ${Math.round(delay / 1000)}s or on resolve`);
-    resolveRequest = null;
-    await condition(() => resolveRequest !== null, delay);
-    const request: ResolveRequest | null = resolveRequest;
-    resolveRequest = null;
-    if (request !== null && !(request as ResolveRequest).retry) {
+    // a resolve that came while the hook ran is still pending: acted on at once
+    await condition(() => pending !== null, delay);
+    const request = pending as { retry: boolean } | null;
+    if (request?.retry) answer({ outcome: 'retried', message: `retrying the ${ev.hook} hook of ${ref.unit} now` });
+    if (request !== null && !request.retry) {
       state.queue.shift();
       state.failure = undefined;
       await quick.markHookSkipped(ref, ev.hook);
       if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
+      answer({ outcome: 'skipped', message: `the ${ev.hook} hook of ${ref.unit} was skipped` });
       notify(ev, { unit: ref.unit, hook: ev.hook, outcome: 'skipped' });
       if (ev.hook === 'remove') {
         await notified();

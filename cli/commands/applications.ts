@@ -152,11 +152,10 @@ export function registerApplications(program: Command): void {
       `/v1/models/${enc(opts.model)}/units/${enc(app)}/${n}/resolve`,
       { retry: opts.retry },
     );
-    await finishMutation(
-      api,
-      operation,
-      opts,
-      () => `Resolved ${unit} (${opts.retry ? 'retrying' : 'skipping'} the failed hook).`,
-    );
+    // the agent's answer: retried, skipped, or already being retried
+    await finishMutation(api, operation, opts, (op) => {
+      const answer = typeof op.progress?.step === 'string' ? op.progress.step : undefined;
+      return `Resolved ${unit}: ${answer ?? `${opts.retry ? 'retrying' : 'skipping'} the failed hook`}.`;
+    });
   });
 }
