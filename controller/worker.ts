@@ -108,7 +108,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     workflowBundle: { codePath },
     activities: opts.activities,
     tuner: workerTuner(opts.maxConcurrentActivities),
-    maxCachedWorkflows: 500,
+    maxCachedWorkflows: 128,
     shutdownGraceTime: '2 seconds',
   });
   const running = worker.run();
