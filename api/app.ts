@@ -15,7 +15,7 @@ import { ApiError } from './errors.ts';
 import type { TemporalDeps } from './operation-starter.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { charmRoutes } from './routes/charms.ts';
-import { healthRoutes } from './routes/health.ts';
+import { type HealthProbe, healthRoutes } from './routes/health.ts';
 import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { modelRoutes } from './routes/models.ts';
@@ -27,6 +27,8 @@ export interface ApiDeps {
   store: Store;
   temporal: TemporalDeps;
   version?: string;
+  /** Parts /healthz reports beside the store and Temporal (the worker of this process). */
+  health?: Record<string, HealthProbe>;
   /** Log requests and failures: to stdout (true), or to this stream (tests read what was logged). */
   logger?: boolean | { stream: { write(line: string): void } };
 }
