@@ -8,11 +8,13 @@ import type { FastifyInstance } from 'fastify';
 import { createActivities } from '../activities/index.ts';
 import { closeSubstrates, createSubstrates, type Substrates } from '../activities/substrates/index.ts';
 import { buildApp } from '../api/app.ts';
-import { startOperation } from '../api/operation-starter.ts';
+import { startOperation, type TemporalDeps } from '../api/operation-starter.ts';
+import { type HealthProbe, temporalReachable } from '../api/routes/health.ts';
 import { issueToken, verifyToken } from '../api/tokens.ts';
-import { openStore, type Store } from '../store/store.ts';
+import { type Db, isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.ts';
 import { type ControllerConfig, paths } from './config.ts';
+import { startOperationReconciler } from './operation-reconciler.ts';
 import { ensureRetentionSchedule, retentionConfigFromEnv } from './retention-schedule.ts';
 import { loadOrCreateControllerKey } from './ssh-identity.ts';
 import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
@@ -32,8 +34,8 @@ export interface ControllerHandle {
   app: FastifyInstance;
   /** The substrates this process's worker uses (absent without a worker). */
   substrates?: Substrates;
-  /** Pid of the embedded Temporal dev server, when this process started one. */
-  temporalPid?: number;
+  /** Pid of the embedded Temporal dev server, when this process started one (it changes when it is restarted). */
+  readonly temporalPid?: number;
   stop(): Promise<void>;
 }
 
@@ -47,7 +49,14 @@ export interface StartOptions {
   /** Serve the API (default true; false for a worker-only process). */
   api?: boolean;
   onProgress?: (msg: string) => void;
+  /** Between two passes of the operation reconciler (default 30 s). */
+  reconcileIntervalMs?: number;
 }
+
+const RECONCILE_INTERVAL_MS = 30_000;
+/** An operation younger than this is being started by the API that recorded it. */
+const RECONCILE_GRACE_MS = 5000;
+const DEFAULT_MODEL_FACT = 'default-model-created';
 
 async function ensureAdminToken(store: Store, file: string): Promise<string> {
   if (existsSync(file)) {
@@ -60,18 +69,69 @@ async function ensureAdminToken(store: Store, file: string): Promise<string> {
   return token;
 }
 
-/** Clouds every controller has. Returns true on the very first start of this store. */
-async function ensureClouds(store: Store): Promise<boolean> {
-  const res = await store.db
+/** Clouds every controller has, on every start (a first start may have died before them). */
+async function ensureClouds(store: Store): Promise<void> {
+  await store.db
     .insertInto('clouds')
     .values([
       { name: 'local', type: 'local', endpoint: null },
       { name: 'manual', type: 'manual', endpoint: null },
     ])
     .onConflict((oc) => oc.column('name').doNothing())
-    .returning('name')
     .execute();
-  return res.some((r) => r.name === 'local');
+}
+
+/**
+ * The `default` model, on every start until it has been created once: a first start
+ * that died part way creates it at the next start, and a default model the user
+ * destroyed is not made again. The fact is recorded with the model's intent, in one
+ * transaction; a model that exists (a store from before the fact) records it.
+ */
+async function ensureDefaultModel(store: Store, temporal: TemporalDeps): Promise<void> {
+  const fact = await store.db
+    .selectFrom('controller_facts')
+    .select('name')
+    .where('name', '=', DEFAULT_MODEL_FACT)
+    .executeTakeFirst();
+  if (fact) return;
+  const recordFact = (db: Db) =>
+    db
+      .insertInto('controller_facts')
+      .values({ name: DEFAULT_MODEL_FACT, value: '{}' })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .execute();
+  const existing = await store.db.selectFrom('models').select('name').where('name', '=', 'default').executeTakeFirst();
+  if (existing) {
+    await recordFact(store.db);
+    return;
+  }
+  const uuid = randomUUID();
+  try {
+    await startOperation(store.db, temporal, {
+      kind: 'create-model',
+      model: 'default',
+      target: 'default',
+      createdBy: 'admin',
+      workflow: 'createModelWorkflow',
+      summary: 'create model default on cloud local',
+      params: { cloud: 'local' },
+      args: (operationId) => [{ operationId, model: 'default', kind: 'create-model' }],
+      intent: async (tx) => {
+        await tx
+          .insertInto('models')
+          .values({ uuid, name: 'default', cloud: 'local', status: 'pending', config: '{}' })
+          .execute();
+        await recordFact(tx);
+      },
+      undo: async (d) => {
+        await d.deleteFrom('models').where('uuid', '=', uuid).execute();
+        await d.deleteFrom('controller_facts').where('name', '=', DEFAULT_MODEL_FACT).execute();
+      },
+    });
+  } catch (err) {
+    // another process serving the API made it meanwhile
+    if (!isUniqueViolation(err)) throw err;
+  }
 }
 
 async function registerSearchAttributes(client: Client, namespace: string): Promise<void> {
@@ -115,7 +175,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     say(config.databaseUrl ? 'opening the model store (Postgres)' : 'opening the model store (embedded PGlite)');
     const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: p.store });
     stack.push(['model store', () => store.close()]);
-    const firstStart = await ensureClouds(store);
+    await ensureClouds(store);
     const adminToken = await ensureAdminToken(store, p.adminToken);
 
     let temporalAddress = config.temporalAddress;
@@ -130,6 +190,7 @@ export async function startController(config: ControllerConfig, opts: StartOptio
         uiPort: config.temporalUiPort,
         namespace: config.temporalNamespace,
         headless: opts.headless,
+        log: (msg) => console.error(`charmflow: ${msg}`),
       });
       stack.push(['Temporal dev server', () => temporal!.stop()]);
       temporalAddress = temporal.address;
@@ -141,6 +202,12 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     // the process that serves the API keeps the retention schedule in line with its settings
     if (opts.api !== false) await ensureRetentionSchedule(client, config.taskQueue, retentionConfigFromEnv());
 
+    const temporalDeps: TemporalDeps = { client, taskQueue: config.taskQueue };
+    const embedded = temporal;
+    const health: Record<string, HealthProbe> = {
+      // the embedded server's supervisor knows at once that it is down; else Temporal must answer
+      temporal: async () => (embedded && !embedded.health().ok ? embedded.health() : temporalReachable(temporalDeps)),
+    };
     let substrates: Substrates | undefined;
     if (opts.worker !== false) {
       say('starting the worker');
@@ -163,13 +230,13 @@ export async function startController(config: ControllerConfig, opts: StartOptio
         maxConcurrentActivities: config.maxConcurrentActivities,
       });
       stack.push(['worker', () => worker.stop()]);
+      health.worker = async () => {
+        const state = worker.worker.getState();
+        return state === 'RUNNING' ? { ok: true } : { ok: false, detail: `the worker is ${state.toLowerCase()}` };
+      };
     }
 
-    const app = await buildApp({
-      store,
-      temporal: { client, taskQueue: config.taskQueue },
-      logger: opts.logRequests,
-    });
+    const app = await buildApp({ store, temporal: temporalDeps, health, logger: opts.logRequests });
     stack.push(['API', () => app.close()]);
     let apiUrl = `http://${config.apiHost}:${config.apiPort}`;
     if (opts.api !== false) {
@@ -182,35 +249,15 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       writeFileSync(p.controllerJson, JSON.stringify({ url: apiUrl, temporal: temporalAddress }, null, 2));
     }
 
-    if (firstStart && opts.api !== false) {
-      const existing = await store.db
-        .selectFrom('models')
-        .select('name')
-        .where('name', '=', 'default')
-        .executeTakeFirst();
-      if (!existing) {
-        const uuid = randomUUID();
-        await startOperation(
-          store.db,
-          { client, taskQueue: config.taskQueue },
-          {
-            kind: 'create-model',
-            model: 'default',
-            target: 'default',
-            createdBy: 'admin',
-            workflow: 'createModelWorkflow',
-            summary: 'create model default on cloud local',
-            params: { cloud: 'local' },
-            args: (operationId) => [{ operationId, model: 'default', kind: 'create-model' }],
-            intent: async (tx) => {
-              await tx
-                .insertInto('models')
-                .values({ uuid, name: 'default', cloud: 'local', status: 'pending', config: '{}' })
-                .execute();
-            },
-          },
-        );
-      }
+    if (opts.api !== false) {
+      await ensureDefaultModel(store, temporalDeps);
+      // operations recorded but never started (a crash between the two) are started now and then
+      const reconciler = startOperationReconciler(store.db, temporalDeps, {
+        intervalMs: opts.reconcileIntervalMs ?? RECONCILE_INTERVAL_MS,
+        graceMs: RECONCILE_GRACE_MS,
+        log: (msg) => console.error(`charmflow: ${msg}`),
+      });
+      stack.push(['operation reconciler', () => reconciler.stop()]);
     }
 
     return {
@@ -224,7 +271,9 @@ export async function startController(config: ControllerConfig, opts: StartOptio
       client,
       app,
       substrates,
-      temporalPid: temporal?.child.pid,
+      get temporalPid() {
+        return embedded?.pid;
+      },
       stop: stopAll,
     };
   } catch (err) {
