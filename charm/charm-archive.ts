@@ -87,8 +87,71 @@ export async function readCharmDir(dir: string): Promise<CharmFile[]> {
   return sortFiles(files);
 }
 
+/**
+ * How much a `.charm` may unpack to. A zip's declared sizes are not trusted:
+ * bytes are counted as they inflate, and reading stops at the first byte past a
+ * limit, so a small archive that inflates to gigabytes costs at most the limit.
+ */
+export interface ZipLimits {
+  /** Uncompressed bytes of all entries together. */
+  totalBytes: number;
+  /** Uncompressed bytes of one entry. */
+  entryBytes: number;
+  /** Entries in the archive (directories included). */
+  entries: number;
+}
+
+export const DEFAULT_ZIP_LIMITS: Readonly<ZipLimits> = {
+  totalBytes: 256 * 1024 * 1024,
+  entryBytes: 64 * 1024 * 1024,
+  entries: 10_000,
+};
+
+/** No bounds: for archives the controller packed itself (the store's), already checked when uploaded. */
+export const UNBOUNDED_ZIP_LIMITS: Readonly<ZipLimits> = {
+  totalBytes: Number.POSITIVE_INFINITY,
+  entryBytes: Number.POSITIVE_INFINITY,
+  entries: Number.POSITIVE_INFINITY,
+};
+
+/**
+ * The limits for uploaded charms: the defaults, each overridable by
+ * CHARMFLOW_CHARM_MAX_BYTES, CHARMFLOW_CHARM_MAX_ENTRY_BYTES and
+ * CHARMFLOW_CHARM_MAX_ENTRIES (read at each call, so a running controller's
+ * environment is what counts).
+ */
+export function zipLimitsFromEnv(env: NodeJS.ProcessEnv = process.env): ZipLimits {
+  const read = (name: string, fallback: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
+    return n;
+  };
+  return {
+    totalBytes: read('CHARMFLOW_CHARM_MAX_BYTES', DEFAULT_ZIP_LIMITS.totalBytes),
+    entryBytes: read('CHARMFLOW_CHARM_MAX_ENTRY_BYTES', DEFAULT_ZIP_LIMITS.entryBytes),
+    entries: read('CHARMFLOW_CHARM_MAX_ENTRIES', DEFAULT_ZIP_LIMITS.entries),
+  };
+}
+
+/** A `.charm` unpacks to more than a ZipLimits allows. `file` is the entry at fault ('(archive)' for the count). */
+export class CharmTooLargeError extends CharmValidationError {
+  constructor(
+    file: string,
+    readonly limit: keyof ZipLimits,
+    readonly max: number,
+    problem: string,
+  ) {
+    super(file, '', problem);
+  }
+}
+
 /** Read a `.charm` (zip). Unix modes come from the external attributes; S_IFLNK entries are symlinks. */
-export async function readCharmZip(bytes: Uint8Array): Promise<CharmFile[]> {
+export async function readCharmZip(
+  bytes: Uint8Array,
+  limits: Readonly<ZipLimits> = zipLimitsFromEnv(),
+): Promise<CharmFile[]> {
   // database drivers hand bytea back as a plain Uint8Array; yauzl needs a Buffer
   const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let zip: yauzl.ZipFile;
@@ -98,14 +161,28 @@ export async function readCharmZip(bytes: Uint8Array): Promise<CharmFile[]> {
     throw new CharmValidationError('(archive)', '', `not a valid zip file: ${(err as Error).message}`);
   }
   const files: CharmFile[] = [];
+  let total = 0;
   try {
+    // The central directory's count is known before any entry is read.
+    if (zip.entryCount > limits.entries) {
+      throw new CharmTooLargeError(
+        '(archive)',
+        'entries',
+        limits.entries,
+        `${zip.entryCount} entries, more than the limit of ${limits.entries}`,
+      );
+    }
     for await (const entry of zip.eachEntry()) {
       const name = entry.fileName.replace(/\\/g, '/');
       if (name.endsWith('/')) continue; // directories are implied by their files
       const relPath = normalizeArchivePath(name);
       const madeByUnix = entry.versionMadeBy >> 8 === 3;
       const attr = entry.externalFileAttributes >>> 16;
-      const data = await readStream(await zip.openReadStreamPromise(entry));
+      // A declared size over a limit is refused before inflating anything; one
+      // under it is not believed, the bytes are counted as they come.
+      checkUnpackedSize(relPath, entry.uncompressedSize, total, limits);
+      const data = await readEntry(await zip.openReadStreamPromise(entry), relPath, total, limits);
+      total += data.length;
       if (madeByUnix && (attr & S_IFMT) === S_IFLNK) {
         const target = data.toString('utf8');
         checkSymlinkTarget(relPath, target);
@@ -125,6 +202,52 @@ export async function readCharmZip(bytes: Uint8Array): Promise<CharmFile[]> {
   const sorted = sortFiles(files);
   checkFileList(sorted);
   return sorted;
+}
+
+const MiB = 1024 * 1024;
+function bytesText(n: number): string {
+  return n % MiB === 0 ? `${n / MiB} MiB` : `${n} bytes`;
+}
+
+/** Throws CharmTooLargeError if an entry of `size` bytes, after `before` bytes of earlier entries, breaks a limit. */
+function checkUnpackedSize(relPath: string, size: number, before: number, limits: Readonly<ZipLimits>): void {
+  if (size > limits.entryBytes) {
+    throw new CharmTooLargeError(
+      relPath,
+      'entryBytes',
+      limits.entryBytes,
+      `unpacks to more than the limit of ${bytesText(limits.entryBytes)} per file`,
+    );
+  }
+  if (before + size > limits.totalBytes) {
+    throw new CharmTooLargeError(
+      relPath,
+      'totalBytes',
+      limits.totalBytes,
+      `the charm unpacks to more than the limit of ${bytesText(limits.totalBytes)} in all`,
+    );
+  }
+}
+
+/** An entry's bytes, counted as they inflate: the stream is dropped at the first chunk past a limit. */
+async function readEntry(
+  stream: Readable,
+  relPath: string,
+  before: number,
+  limits: Readonly<ZipLimits>,
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stream) {
+      size += (chunk as Buffer).length;
+      checkUnpackedSize(relPath, size, before, limits);
+      chunks.push(chunk as Buffer);
+    }
+  } finally {
+    stream.destroy();
+  }
+  return Buffer.concat(chunks, size);
 }
 
 /** Pack files into a `.charm` zip. Sorted entries and a fixed mtime: the same content gives the same bytes. */

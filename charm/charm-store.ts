@@ -4,7 +4,7 @@
 // deterministic zip (packCharm), never the bytes as uploaded.
 import { sql } from 'kysely';
 import { type Db, isUniqueViolation, type Tx } from '../store/store.ts';
-import { type CharmFile, loadCharm, packCharm, readCharmZip } from './charm-archive.ts';
+import { type CharmFile, loadCharm, packCharm, readCharmZip, UNBOUNDED_ZIP_LIMITS } from './charm-archive.ts';
 import type { CharmMeta } from './metadata.ts';
 
 export interface AddedCharm {
@@ -102,7 +102,8 @@ export async function getCharm(db: Db, name: string, revision?: number): Promise
   q = revision === undefined ? q.orderBy('revision', 'desc').limit(1) : q.where('revision', '=', revision);
   const row = await q.executeTakeFirst();
   if (!row) return undefined;
-  return { ...charmInfo(row), files: await readCharmZip(row.archive) };
+  // Checked against the limits when uploaded; lowering them later must not lock a stored revision out.
+  return { ...charmInfo(row), files: await readCharmZip(row.archive, UNBOUNDED_ZIP_LIMITS) };
 }
 
 /** A revision's metadata without its archive; undefined when unknown. */

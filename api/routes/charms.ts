@@ -4,6 +4,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { sql } from 'kysely';
 import { z } from 'zod';
+import { CharmTooLargeError } from '../../charm/charm-archive.ts';
 import { addCharm, getCharmInfo, listCharms } from '../../charm/charm-store.ts';
 import { CharmMeta, CharmValidationError } from '../../charm/metadata.ts';
 import type { OperationRow } from '../../store/schema.ts';
@@ -100,6 +101,12 @@ export const charmRoutes: FastifyPluginAsyncZod = async (app) => {
             .executeTakeFirstOrThrow();
         });
       } catch (err) {
+        if (err instanceof CharmTooLargeError) {
+          // 413 names the limit (CHARMFLOW_CHARM_MAX_*) and the entry that broke it.
+          throw new ApiError(413, `charm too large: ${err.message}`, [
+            { field: err.file, message: `${err.problem} (limit ${err.limit}=${err.max})` },
+          ]);
+        }
         if (err instanceof CharmValidationError) {
           const field = err.field ? `${err.file}:${err.field}` : err.file;
           throw new BadRequestError(`invalid charm: ${err.message}`, [{ field, message: err.problem }]);
