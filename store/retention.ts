@@ -87,19 +87,23 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
 
   // log lines: by age, then each model's beyond its cap (ids grow with time)
   const logCutoff = before(policy.logDays);
-  counts.logEntries += await inBatches(
-    batch,
-    async () =>
-      deleted(
-        await db
-          .deleteFrom('log_entries')
-          .where('id', 'in', (eb) =>
-            eb.selectFrom('log_entries').select('id').where('at', '<', logCutoff).orderBy('id').limit(batch),
-          )
-          .executeTakeFirstOrThrow(),
-      ),
-    tick,
-  );
+  // the oldest line is recent (the usual case between runs): nothing is old
+  const oldest = await db.selectFrom('log_entries').select('at').orderBy('id').limit(1).executeTakeFirst();
+  if (oldest && new Date(oldest.at).getTime() < logCutoff.getTime()) {
+    counts.logEntries += await inBatches(
+      batch,
+      async () =>
+        deleted(
+          await db
+            .deleteFrom('log_entries')
+            .where('id', 'in', (eb) =>
+              eb.selectFrom('log_entries').select('id').where('at', '<', logCutoff).orderBy('id').limit(batch),
+            )
+            .executeTakeFirstOrThrow(),
+        ),
+      tick,
+    );
+  }
   for (const uuid of models) {
     const edge = await capEdge('log_entries', uuid, policy.logMaxRowsPerModel);
     if (edge === undefined) continue;
@@ -222,5 +226,17 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
       ),
     tick,
   );
+
+  // PGlite runs no autovacuum: without this, the space of deleted rows is never used
+  // again and the files keep growing. On Postgres it only comes sooner than autovacuum.
+  const vacuum: [keyof PruneCounts, string][] = [
+    ['logEntries', 'log_entries'],
+    ['statusHistory', 'status_history'],
+    ['hookRuns', 'hook_runs'],
+    ['operations', 'operations'],
+  ];
+  for (const [key, table] of vacuum) {
+    if (counts[key] > 0) await sql`vacuum ${sql.table(table)}`.execute(db);
+  }
   return counts;
 }

@@ -2,6 +2,7 @@
 // what is still needed; the controller keeps a Temporal Schedule that runs it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { ensureRetentionSchedule, retentionScheduleId } from '../controller/retention-schedule.ts';
 import { DEFAULT_RETENTION, type PruneCounts, pruneStore } from '../store/retention.ts';
 import { openStore, type Store } from '../store/store.ts';
@@ -157,6 +158,43 @@ describe('pruneStore', () => {
       { now: NOW },
     );
     assert.deepEqual(again, { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 });
+  });
+});
+
+describe('pruneStore on PGlite', () => {
+  test('the space of pruned rows is used again (PGlite runs no autovacuum)', async () => {
+    const store = await openStore({});
+    try {
+      await store.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+      await store.db.insertInto('models').values({ uuid: 'm1', name: 'one', cloud: 'local', config: '{}' }).execute();
+      const lines = (at: Date) =>
+        Array.from({ length: 500 }, () => ({
+          model_uuid: 'm1',
+          entity: 'a/0',
+          level: 'INFO',
+          message: 'x'.repeat(400),
+          at,
+        }));
+      const size = async () =>
+        Number((await sql<{ s: string }>`select pg_relation_size('log_entries') as s`.execute(store.db)).rows[0].s);
+      for (let i = 0; i < 6; i++)
+        await store.db
+          .insertInto('log_entries')
+          .values(lines(ago(40)))
+          .execute();
+      const full = await size();
+      const counts = await pruneStore(store.db, DEFAULT_RETENTION, { now: NOW });
+      assert.equal(counts.logEntries, 3000);
+      for (let i = 0; i < 6; i++)
+        await store.db
+          .insertInto('log_entries')
+          .values(lines(ago(1)))
+          .execute();
+      // without a vacuum the new lines would take new pages: about twice the size
+      assert.ok((await size()) <= full * 1.1, `${await size()} bytes after, ${full} before`);
+    } finally {
+      await store.close();
+    }
   });
 });
 
