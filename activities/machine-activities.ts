@@ -3,7 +3,7 @@
 // twice: each step looks at what is already there before doing it.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApplicationFailure, heartbeat } from '@temporalio/activity';
@@ -13,6 +13,7 @@ import { nextModelSequence } from '../store/sequences.ts';
 import type { Tx } from '../store/store.ts';
 import type { ActivityDeps } from './deps.ts';
 import { machineTarget } from './machine-target.ts';
+import { isolateDataDir, localMachinesDir } from './substrates/local-isolation.ts';
 import { RUNTIME_COMMANDS, shellQuote } from './substrates/machine-shell.ts';
 import {
   HostKeyMismatchError,
@@ -102,6 +103,30 @@ function substrateError(err: unknown): { message: string; type: FailureType } | 
     return { message: err.message, type: err.type };
   }
   return undefined;
+}
+
+/**
+ * Kills, with SIGKILL, every process a model's hooks left on a host: those whose
+ * environment names the model (hooks run with JUJU_MODEL_UUID, and what they start
+ * inherits it) and those working under one of its machines' directories. The shell
+ * itself works from / so it never matches.
+ */
+export function killModelProcessesCommand(modelUuid: string, root: string): string {
+  return [
+    'cd /',
+    `uuid=${shellQuote(modelUuid)}`,
+    `root=${shellQuote(root.replace(/\/+$/, ''))}`,
+    'for d in /proc/[0-9]*; do',
+    '  p=${d#/proc/}',
+    '  [ "$p" = "$$" ] && continue',
+    '  if tr \'\\0\' \'\\n\' < "$d/environ" 2>/dev/null | grep -qx "JUJU_MODEL_UUID=$uuid"; then',
+    '    kill -9 "$p" 2>/dev/null; continue',
+    '  fi',
+    '  c=$(readlink "$d/cwd" 2>/dev/null) || continue',
+    '  case "$c/" in "$root"/*) kill -9 "$p" 2>/dev/null ;; esac',
+    'done',
+    'true',
+  ].join('\n');
 }
 
 /** Machines a provisionMachines activity prepares at once. */
@@ -212,10 +237,13 @@ export function createMachineActivities(deps: ActivityDeps) {
     let installing = sharedRuntimes.get(runtime.hash);
     if (!installing) {
       installing = (async () => {
-        const dir = join(dataDir, 'runtime', runtime.hash.slice(0, 16));
+        // beside the machines, where isolated ones can read it (not under a 0700 data dir)
+        const dir = join(localMachinesDir(dataDir), '.runtime', runtime.hash.slice(0, 16));
         const marker = join(dir, '.runtime-hash');
         if ((await readFile(marker, 'utf8').catch(() => '')).trim() === runtime.hash) return dir;
         await mkdir(dir, { recursive: true, mode: 0o755 });
+        await chmod(localMachinesDir(dataDir), 0o711);
+        await chmod(dirname(dir), 0o755);
         for (const f of runtime.files) await writeFile(join(dir, f.name), f.data, { mode: 0o755 });
         const local: MachineTarget = { key: 'runtime', kind: 'local', address: '127.0.0.1', rootDir: dir };
         await run(
@@ -234,6 +262,19 @@ export function createMachineActivities(deps: ActivityDeps) {
 
   async function installLocalRuntime(row: MachineRow): Promise<void> {
     const shared = await sharedLocalRuntime();
+    const uid = machineTarget(row, controllerKey, store.secrets).uid;
+    if (uid !== undefined) {
+      // its own directory, which only it (and root) may enter; the way to it is
+      // passable, the controller's files beside it are not
+      const base = localMachinesDir(dataDir);
+      if (base.startsWith(dataDir + sep)) await isolateDataDir(dataDir);
+      await mkdir(row.root_dir, { recursive: true, mode: 0o711 });
+      for (const dir of [localMachinesDir(dataDir), dirname(row.root_dir)]) await chmod(dir, 0o711);
+      await chown(row.root_dir, uid, uid);
+      await chmod(row.root_dir, 0o700);
+      await mkdir(join(row.root_dir, 'units'), { recursive: true });
+      await chown(join(row.root_dir, 'units'), uid, uid);
+    }
     await mkdir(join(row.root_dir, 'units'), { recursive: true });
     const link = join(row.root_dir, 'runtime');
     if ((await readlink(link).catch(() => undefined)) !== shared) {
@@ -243,6 +284,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       // a runtime/ directory of an older controller goes
       await rm(link, { recursive: true, force: true });
       await rename(tmp, link);
+      if (uid !== undefined) await lchown(link, uid, uid);
     }
     if (row.runtime_hash !== hookRuntime().hash) {
       await db
@@ -360,7 +402,7 @@ export function createMachineActivities(deps: ActivityDeps) {
         port: null,
         ssh_user: null,
         host_key_fingerprint: null,
-        root_dir: join(dataDir, 'machines', modelUuid, id),
+        root_dir: join(localMachinesDir(dataDir), modelUuid, id),
         state: 'pending',
       })
       .execute();
@@ -448,6 +490,49 @@ export function createMachineActivities(deps: ActivityDeps) {
     },
 
     /**
+     * destroy-model, after the units' hooks had their chance: kill whatever the
+     * model's units left running on each of its machines, take charmflow's files
+     * off them, and forget them. An unreachable host is skipped (there is nothing
+     * to wait for); the local cloud's machines are one host, cleaned in one go.
+     */
+    async cleanModelMachines(modelUuid: string): Promise<{ cleaned: number; unreachable: string[] }> {
+      const rows = await db.selectFrom('machines').selectAll().where('model_uuid', '=', modelUuid).execute();
+      const unreachable: string[] = [];
+      const beat = setInterval(() => heartbeat(), 5_000);
+      try {
+        const local = rows.filter((r) => r.kind === 'local');
+        if (local.length > 0) {
+          const modelDir = join(localMachinesDir(dataDir), modelUuid);
+          const here: MachineTarget = { key: 'local', kind: 'local', address: '127.0.0.1', rootDir: '/' };
+          await run(here, killModelProcessesCommand(modelUuid, modelDir), "stopping the units' processes");
+          await rm(modelDir, { recursive: true, force: true });
+        }
+        for (const row of rows.filter((r) => r.kind !== 'local')) {
+          const target = machineTarget(row, controllerKey, store.secrets);
+          try {
+            if (row.host_key_fingerprint && row.root_dir) {
+              const root = shellQuote(row.root_dir);
+              await run(
+                target,
+                `${killModelProcessesCommand(modelUuid, row.root_dir)}\nrm -rf ${root}/units ${root}/runtime; rmdir ${root} 2>/dev/null; true`,
+                "stopping the units' processes and removing charmflow files",
+              );
+            }
+          } catch (err) {
+            if (!substrateError(err)) throw err;
+            unreachable.push(`${row.id}: ${err instanceof Error ? err.message : String(err)}`);
+          }
+          await substrateOf(target).release(target);
+          heartbeat();
+        }
+        await db.deleteFrom('machines').where('model_uuid', '=', modelUuid).execute();
+        return { cleaned: rows.length - unreachable.length, unreachable };
+      } finally {
+        clearInterval(beat);
+      }
+    },
+
+    /**
      * Take charmflow's files off the machine and forget it. Refuses while units
      * are on it, unless forced; forced, it finishes even when the host is gone.
      */
@@ -472,7 +557,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       const target = machineTarget(row, controllerKey, store.secrets);
       if (row.kind === 'local') {
         // Only ever a sandbox this controller made.
-        const machinesDir = join(dataDir, 'machines') + sep;
+        const machinesDir = localMachinesDir(dataDir) + sep;
         if (row.root_dir.startsWith(machinesDir)) await rm(row.root_dir, { recursive: true, force: true });
       } else if (row.host_key_fingerprint && row.root_dir) {
         // Never contacted (no pinned key): nothing of ours is there.

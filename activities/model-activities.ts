@@ -3,6 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.ts';
+import { localMachinesDir } from './substrates/local-isolation.ts';
 
 export function createModelActivities({ store, dataDir }: ActivityDeps) {
   async function modelByName(name: string) {
@@ -19,7 +20,7 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
         .selectAll()
         .where('name', '=', model.cloud)
         .executeTakeFirstOrThrow();
-      if (cloud.type === 'local') await mkdir(join(dataDir, 'machines', model.uuid), { recursive: true });
+      if (cloud.type === 'local') await mkdir(join(localMachinesDir(dataDir), model.uuid), { recursive: true });
       await store.db.transaction().execute(async (tx) => {
         await tx
           .updateTable('models')
@@ -40,10 +41,17 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
       });
     },
 
+    /** The model's uuid, or null when it is gone. */
+    async modelUuidOf(name: string): Promise<string | null> {
+      const model = await store.db.selectFrom('models').select('uuid').where('name', '=', name).executeTakeFirst();
+      return model?.uuid ?? null;
+    },
+
+    /** The model's records, once its units and machines are torn down. */
     async destroyModel(name: string): Promise<void> {
       const model = await store.db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
       if (!model) return; // already gone: destroying twice is fine
-      await rm(join(dataDir, 'machines', model.uuid), { recursive: true, force: true });
+      await rm(join(localMachinesDir(dataDir), model.uuid), { recursive: true, force: true });
       await store.db.transaction().execute(async (tx) => {
         await tx.deleteFrom('status_history').where('model_uuid', '=', model.uuid).execute();
         await tx.deleteFrom('log_entries').where('model_uuid', '=', model.uuid).execute();

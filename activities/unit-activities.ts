@@ -52,23 +52,54 @@ export function createUnitActivities(deps: ActivityDeps) {
      * resolving twice. An agent that refuses (the unit is not in error) fails this
      * for good, with its reason.
      */
-    async resolveUnitAgent(agentId: string, request: ResolveRequest, updateId: string): Promise<ResolveResult> {
+    async resolveUnitAgent(agentIds: string[], request: ResolveRequest, updateId: string): Promise<ResolveResult> {
       const ctx = Context.current();
       // a skip asked for during an automatic retry waits for that attempt to end
       const beat = setInterval(() => ctx.heartbeat(), 5_000);
       try {
-        return await ctx.client.workflow.getHandle(agentId).executeUpdate(resolveUpdate, { args: [request], updateId });
-      } catch (err) {
-        if (err instanceof WorkflowUpdateFailedError) {
-          throw ApplicationFailure.nonRetryable(err.cause?.message ?? err.message, 'ResolveRefused');
+        for (const id of agentIds) {
+          try {
+            return await ctx.client.workflow.getHandle(id).executeUpdate(resolveUpdate, { args: [request], updateId });
+          } catch (err) {
+            if (err instanceof WorkflowUpdateFailedError) {
+              throw ApplicationFailure.nonRetryable(err.cause?.message ?? err.message, 'ResolveRefused');
+            }
+            // no agent under this id: try the next one
+            if (!(err instanceof WorkflowNotFoundError)) throw err;
+          }
         }
-        if (err instanceof WorkflowNotFoundError) {
-          throw ApplicationFailure.nonRetryable('the unit has no running agent: nothing to resolve', 'NoAgent');
-        }
-        throw err;
+        throw ApplicationFailure.nonRetryable('the unit has no running agent: nothing to resolve', 'NoAgent');
       } finally {
         clearInterval(beat);
       }
+    },
+
+    /** Ends the agents still running under these ids (destroy-model); one already gone is fine. */
+    async endUnitAgents(agentIds: string[], reason: string): Promise<number> {
+      const ctx = Context.current();
+      let ended = 0;
+      for (const id of agentIds) {
+        try {
+          await ctx.client.workflow.getHandle(id).terminate(reason);
+          ended++;
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+        }
+        ctx.heartbeat(ended);
+      }
+      return ended;
+    },
+
+    /** The model's units: what destroy-model tears down. */
+    async modelUnits(modelUuid: string): Promise<string[]> {
+      const rows = await db
+        .selectFrom('units')
+        .select('name')
+        .where('model_uuid', '=', modelUuid)
+        .orderBy('application')
+        .orderBy('number')
+        .execute();
+      return rows.map((r) => r.name);
     },
 
     async removeApplicationRecord(modelUuid: string, application: string): Promise<void> {

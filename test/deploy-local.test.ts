@@ -64,7 +64,12 @@ describe('deploy on the local cloud', () => {
     assert.match(table, /^Machine\s+State\s+Address\s+Message/m);
     // each unit agent is findable in the Temporal UI by model and application
     for (const unit of ['web/0', 'web/1']) {
-      const agent = await c.client.workflow.getHandle(unitAgentWorkflowId('default', unit)).describe();
+      const { uuid } = await c.store.db
+        .selectFrom('models')
+        .select('uuid')
+        .where('name', '=', 'default')
+        .executeTakeFirstOrThrow();
+      const agent = await c.client.workflow.getHandle(unitAgentWorkflowId('default', uuid, unit)).describe();
       assert.deepEqual(agent.searchAttributes.CharmflowModel, ['default'], unit);
       assert.deepEqual(agent.searchAttributes.CharmflowApplication, ['web'], unit);
     }

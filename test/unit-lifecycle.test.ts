@@ -11,6 +11,16 @@ import { startTestController, type TestController } from './helpers/controller.t
 import { waitFor } from './helpers/wait.ts';
 
 const counterCharm = join(projectRoot, 'test', 'fixtures', 'charms', 'counter');
+const daemonCharm = join(projectRoot, 'test', 'fixtures', 'charms', 'daemon');
+
+/** Whether the process runs (an unreaped zombie does not). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 
 describe('unit lifecycle', () => {
   let c: TestController;
@@ -32,6 +42,10 @@ describe('unit lifecycle', () => {
     const [app, n] = unit.split('/');
     return join(row.root_dir, 'units', `${app}-${n}`);
   }
+  const modelUuid = async (name: string) =>
+    (await c.store.db.selectFrom('models').select('uuid').where('name', '=', name).executeTakeFirstOrThrow()).uuid;
+  const agentOf = async (unit: string, model = 'default') =>
+    c.client.workflow.getHandle(unitAgentWorkflowId(model, await modelUuid(model), unit));
   const hooksRun = async (unit: string, model = 'default') =>
     readFileSync(join(await unitDir(unit, model), 'counter', 'hooks.log'), 'utf8')
       .trim()
@@ -71,7 +85,7 @@ describe('unit lifecycle', () => {
   test('resolve: refused with the reason when the unit is not in error', async () => {
     const d = await cli('deploy', counterCharm, 'calm');
     assert.equal(d.code, 0, d.stderr);
-    const agent = c.client.workflow.getHandle(unitAgentWorkflowId('default', 'calm/0'));
+    const agent = await agentOf('calm/0');
     await assert.rejects(agent.executeUpdate(resolveUpdate, { args: [{ retry: true }] }), (err: Error) => {
       assert.match(String((err as { cause?: Error }).cause?.message ?? err.message), /calm\/0 is not in error/);
       return true;
@@ -86,7 +100,7 @@ describe('unit lifecycle', () => {
     // install sleeps 8 s and fails, every time
     const d = await cli('deploy', counterCharm, 'retrying', '--config', 'fail-hook=install', '--config', 'sleep=8');
     assert.equal(d.code, 1);
-    const agent = c.client.workflow.getHandle(unitAgentWorkflowId('default', 'retrying/0'));
+    const agent = await agentOf('retrying/0');
     // the automatic retry (5 s after the failure) is running install again
     await waitFor(
       'the automatic retry of install running',
@@ -114,5 +128,44 @@ describe('unit lifecycle', () => {
     assert.ok(Date.now() - skippedAt < 8_000, `active ${Date.now() - skippedAt} ms after the skip`);
     assert.deepEqual((await hooksRun('retrying/0')).slice(-3), ['leader-elected', 'config-changed', 'start']);
     assert.equal((await cli('remove-application', 'retrying')).code, 0);
+  });
+
+  test('destroy-model ends what its units run, their agents and machines; the name is free at once', async () => {
+    const add = await cli('add-model', 'doomed');
+    assert.equal(add.code, 0, add.stderr);
+    const d = await cli('deploy', daemonCharm, 'sleeper', '-n', '2', '-m', 'doomed');
+    assert.equal(d.code, 0, d.stderr);
+    const uuid = await modelUuid('doomed');
+    const pids = await Promise.all(
+      ['sleeper/0', 'sleeper/1'].map(async (u) =>
+        Number(readFileSync(join(await unitDir(u, 'doomed'), 'daemon.pid'), 'utf8')),
+      ),
+    );
+    for (const pid of pids) assert.ok(alive(pid), `workload ${pid} runs`);
+    const agents = await Promise.all(['sleeper/0', 'sleeper/1'].map((u) => agentOf(u, 'doomed')));
+    const machinesDir = join(c.dataDir, 'machines', uuid);
+    assert.ok(existsSync(machinesDir));
+
+    const destroyed = await cli('destroy-model', 'doomed');
+    assert.equal(destroyed.code, 0, destroyed.stderr);
+    for (const pid of pids) await waitFor(`workload ${pid} gone`, async () => !alive(pid), 10_000);
+    for (const a of agents) assert.notEqual((await a.describe()).status.name, 'RUNNING', a.workflowId);
+    assert.ok(!existsSync(machinesDir), 'machine dirs cleaned');
+    for (const table of ['units', 'machines', 'applications', 'hook_runs'] as const) {
+      const left = await c.store.db.selectFrom(table).select('model_uuid').where('model_uuid', '=', uuid).execute();
+      assert.equal(left.length, 0, table);
+    }
+    // the stop and remove hooks ran through the agents before the kill
+    const ran = await c.store.db.selectFrom('operations').selectAll().where('kind', '=', 'destroy-model').execute();
+    assert.equal(ran.at(-1)?.state, 'succeeded');
+
+    // a model of the same name deploys at once
+    assert.equal((await cli('add-model', 'doomed')).code, 0);
+    const again = await cli('deploy', daemonCharm, 'sleeper', '-m', 'doomed');
+    assert.equal(again.code, 0, again.stderr);
+    const pid = Number(readFileSync(join(await unitDir('sleeper/0', 'doomed'), 'daemon.pid'), 'utf8'));
+    assert.ok(alive(pid));
+    assert.equal((await cli('destroy-model', 'doomed')).code, 0);
+    await waitFor('the second workload gone', async () => !alive(pid), 10_000);
   });
 });

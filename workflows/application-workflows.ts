@@ -17,6 +17,7 @@ import type { UnitActivities } from '../activities/unit-activities.ts';
 import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
   enqueueSignal,
+  legacyUnitAgentWorkflowId,
   type UnitEvent,
   type UnitProgress,
   type UnitRef,
@@ -45,14 +46,14 @@ export interface ApplicationOperationInput extends OperationInput {
  * Collects unit agents' progress signals and mirrors them into the operation's
  * progress, so `charmflow` and the API show live per-unit state.
  */
-class UnitTracker {
+export class UnitTracker {
   readonly state: Record<string, string> = {};
   readonly errors: Record<string, string> = {};
   readonly finished = new Set<string>();
   private dirty = false;
 
   constructor(
-    private readonly input: ApplicationOperationInput,
+    private readonly input: { operationId: number },
     unitNames: string[],
     private readonly finalHook: string,
     initial: string,
@@ -114,8 +115,39 @@ function refOf(input: ApplicationOperationInput, unit: string): UnitRef {
   return { model: input.model, modelUuid: input.modelUuid, unit };
 }
 
-async function signalAgent(input: ApplicationOperationInput, unit: string, events: UnitEvent[]): Promise<void> {
-  await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, unit)).signal(enqueueSignal, events);
+/** The unit's agent ids: today's, then the one agents started before it had. */
+export function agentIds(where: { model: string; modelUuid: string }, unit: string): string[] {
+  return [unitAgentWorkflowId(where.model, where.modelUuid, unit), legacyUnitAgentWorkflowId(where.model, unit)];
+}
+
+/** Runs `act` on the unit's agent under each id it may have; fails when there is none. */
+async function onAgent(
+  where: { model: string; modelUuid: string },
+  unit: string,
+  act: (id: string) => Promise<void>,
+): Promise<void> {
+  const [current, legacy] = agentIds(where, unit);
+  try {
+    await act(current);
+  } catch (err) {
+    try {
+      await act(legacy);
+    } catch {
+      throw err;
+    }
+  }
+}
+
+export async function signalAgent(
+  where: { model: string; modelUuid: string },
+  unit: string,
+  events: UnitEvent[],
+): Promise<void> {
+  await onAgent(where, unit, (id) => getExternalWorkflowHandle(id).signal(enqueueSignal, events));
+}
+
+export async function cancelAgent(where: { model: string; modelUuid: string }, unit: string): Promise<void> {
+  await onAgent(where, unit, (id) => getExternalWorkflowHandle(id).cancel());
 }
 
 function tagApplication(input: ApplicationOperationInput): void {
@@ -171,7 +203,7 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
           { hook: 'start', notify: self },
         ];
         await startChild(unitAgentWorkflow, {
-          workflowId: unitAgentWorkflowId(input.model, u.unit),
+          workflowId: unitAgentWorkflowId(input.model, input.modelUuid, u.unit),
           args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
@@ -255,7 +287,7 @@ export async function removeWorkflow(input: RemoveInput): Promise<void> {
         await ctx.step(`forcing removal of ${stuck.join(', ')}`);
         for (const u of stuck) {
           try {
-            await getExternalWorkflowHandle(unitAgentWorkflowId(input.model, u)).cancel();
+            await cancelAgent(input, u);
           } catch {
             // already ended
           }
@@ -288,7 +320,7 @@ export async function resolveWorkflow(input: ResolveInput): Promise<void> {
   await runOperation(input, async (ctx) => {
     await ctx.step(`${input.retry ? 'retrying' : 'skipping'} the failed hook of ${input.unit}`);
     const result = await resolving.resolveUnitAgent(
-      unitAgentWorkflowId(input.model, input.unit),
+      agentIds(input, input.unit),
       { retry: input.retry },
       workflowInfo().workflowId,
     );

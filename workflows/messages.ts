@@ -69,6 +69,16 @@ export const resolveUpdate = defineUpdate<ResolveResult, [ResolveRequest]>('reso
 export const unitProgressSignal = defineSignal<[UnitProgress]>('unitProgress');
 export const unitAgentQuery = defineQuery<UnitAgentView>('unitAgent');
 
-export function unitAgentWorkflowId(model: string, unit: string): string {
+/**
+ * `unit:<model>:<first 8 of the model uuid>:<app>/<n>`: the name for people, the
+ * uuid so that a model destroyed and made again under the same name starts its
+ * agents at once, beside any of the old model's still closing.
+ */
+export function unitAgentWorkflowId(model: string, modelUuid: string, unit: string): string {
+  return `unit:${model}:${modelUuid.slice(0, 8)}:${unit}`;
+}
+
+/** The id agents had before it named the model's uuid; they may still run after an upgrade. */
+export function legacyUnitAgentWorkflowId(model: string, unit: string): string {
   return `unit:${model}:${unit}`;
 }

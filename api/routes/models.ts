@@ -110,7 +110,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
         createdBy: req.principal?.user ?? '',
         workflow: 'destroyModelWorkflow',
         summary: `destroy model ${name}`,
-        args: (operationId) => [{ operationId, model: name, kind: 'destroy-model' }],
+        args: (operationId) => [{ operationId, model: name, modelUuid: row.uuid, kind: 'destroy-model' }],
         intent: async (tx) => {
           const res = await tx
             .updateTable('models')
