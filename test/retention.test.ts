@@ -1,12 +1,16 @@
 // Retention: pruning removes exactly what is old or beyond a model's cap, and never
 // what is still needed; the controller keeps a Temporal Schedule that runs it.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { ensureRetentionSchedule, retentionScheduleId } from '../controller/retention-schedule.ts';
 import { DEFAULT_RETENTION, type PruneCounts, pruneStore } from '../store/retention.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
+import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const DAY = 86_400_000;
@@ -17,149 +21,172 @@ async function ids(store: Store, table: 'log_entries' | 'status_history'): Promi
   return (await store.db.selectFrom(table).select('id').orderBy('id').execute()).map((r) => r.id);
 }
 
-describe('pruneStore', () => {
-  let store: Store;
-  before(async () => {
-    store = await openStore({});
-    await store.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
-    await store.db
-      .insertInto('models')
-      .values([
-        { uuid: 'm1', name: 'one', cloud: 'local', config: '{}' },
-        { uuid: 'm2', name: 'two', cloud: 'local', config: '{}' },
-      ])
-      .execute();
-  });
-  after(async () => {
-    await store?.close();
-  });
+const backends = [
+  { name: 'pglite', skip: undefined, open: async () => ({ store: await openStore({}), drop: async () => {} }) },
+  {
+    name: 'postgres',
+    skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
+    open: async () => {
+      const dbx = await createTestDatabase();
+      const keyDir = mkdtempSync(join(tmpdir(), 'cf-retention-key-'));
+      const store = await openStore({ databaseUrl: dbx.url, secretKeyFile: join(keyDir, 'secret-key') });
+      return {
+        store,
+        drop: async () => {
+          await dbx.drop();
+          rmSync(keyDir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+];
 
-  test('removes exactly the old, the capped and the finished rows, in batches', async () => {
-    const log = (model_uuid: string, at: Date) => ({ model_uuid, entity: 'a/0', level: 'INFO', message: 'x', at });
-    const logIds = (
+for (const backend of backends)
+  describe(`pruneStore (${backend.name})`, { skip: backend.skip }, () => {
+    let store: Store;
+    let drop: () => Promise<void>;
+    before(async () => {
+      ({ store, drop } = await backend.open());
+      await store.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
       await store.db
-        .insertInto('log_entries')
+        .insertInto('models')
         .values([
-          log('m1', ago(40)),
-          log('m2', ago(40)),
-          log('m1', ago(35)),
-          log('m2', ago(31)),
-          log('m1', ago(31)),
-          log('m1', ago(3)),
-          log('m1', ago(2)),
-          log('m2', ago(2)),
-          log('m1', ago(1)),
-          log('m1', ago(0)),
+          { uuid: 'm1', name: 'one', cloud: 'local', config: '{}' },
+          { uuid: 'm2', name: 'two', cloud: 'local', config: '{}' },
         ])
-        .returning('id')
-        .execute()
-    ).map((r) => r.id);
-
-    const st = (entity: string, kind: 'workload' | 'agent', at: Date) => ({
-      model_uuid: 'm1',
-      entity,
-      kind,
-      status: 'active',
-      at,
+        .execute();
     });
-    const statusIds = (
+    after(async () => {
+      await store?.close();
+      await drop?.();
+    });
+
+    test('removes exactly the old, the capped and the finished rows, in batches', async () => {
+      const log = (model_uuid: string, at: Date) => ({ model_uuid, entity: 'a/0', level: 'INFO', message: 'x', at });
+      const logIds = (
+        await store.db
+          .insertInto('log_entries')
+          .values([
+            log('m1', ago(40)),
+            log('m2', ago(40)),
+            log('m1', ago(35)),
+            log('m2', ago(31)),
+            log('m1', ago(31)),
+            log('m1', ago(3)),
+            log('m1', ago(2)),
+            log('m2', ago(2)),
+            log('m1', ago(1)),
+            log('m1', ago(0)),
+          ])
+          .returning('id')
+          .execute()
+      ).map((r) => r.id);
+
+      const st = (entity: string, kind: 'workload' | 'agent', at: Date) => ({
+        model_uuid: 'm1',
+        entity,
+        kind,
+        status: 'active',
+        at,
+      });
+      const statusIds = (
+        await store.db
+          .insertInto('status_history')
+          .values([
+            st('a/0', 'workload', ago(50)), // old, superseded: goes
+            st('a/0', 'workload', ago(45)), // old, superseded: goes
+            st('a/0', 'agent', ago(45)), // old, but a/0's latest agent status: stays
+            st('a/0', 'workload', ago(2)), // recent, beyond the cap of 3 and superseded: goes
+            st('a/0', 'workload', ago(1)),
+            st('a/1', 'workload', ago(40)), // old, but a/1's latest: stays
+            st('a/0', 'workload', ago(0)),
+          ])
+          .returning('id')
+          .execute()
+      ).map((r) => r.id);
+
+      const run = (context_id: string, started: Date, finished: Date | null) => ({
+        context_id,
+        model_uuid: 'm1',
+        unit: 'a/0',
+        hook: 'install',
+        started_at: started,
+        finished_at: finished,
+        exit_code: finished ? 0 : null,
+      });
       await store.db
-        .insertInto('status_history')
+        .insertInto('hook_runs')
         .values([
-          st('a/0', 'workload', ago(50)), // old, superseded: goes
-          st('a/0', 'workload', ago(45)), // old, superseded: goes
-          st('a/0', 'agent', ago(45)), // old, but a/0's latest agent status: stays
-          st('a/0', 'workload', ago(2)), // recent, beyond the cap of 3 and superseded: goes
-          st('a/0', 'workload', ago(1)),
-          st('a/1', 'workload', ago(40)), // old, but a/1's latest: stays
-          st('a/0', 'workload', ago(0)),
+          run('old-done', ago(10), ago(10)),
+          run('old-running', ago(10), null),
+          run('long-run', ago(10), ago(2)),
+          run('recent-done', ago(1), ago(1)),
         ])
-        .returning('id')
-        .execute()
-    ).map((r) => r.id);
+        .execute();
 
-    const run = (context_id: string, started: Date, finished: Date | null) => ({
-      context_id,
-      model_uuid: 'm1',
-      unit: 'a/0',
-      hook: 'install',
-      started_at: started,
-      finished_at: finished,
-      exit_code: finished ? 0 : null,
+      const op = (target: string, state: string, updated: Date, finished: Date | null) => ({
+        kind: 'deploy',
+        model_name: 'one',
+        target,
+        state: state as 'succeeded',
+        created_at: updated,
+        updated_at: updated,
+        finished_at: finished,
+      });
+      await store.db
+        .insertInto('operations')
+        .values([
+          op('old-succeeded', 'succeeded', ago(100), ago(100)),
+          op('old-failed', 'failed', ago(95), ago(95)),
+          op('old-cancelled', 'cancelled', ago(100), null),
+          op('old-running', 'running', ago(100), null),
+          op('old-pending', 'pending', ago(100), null),
+          op('recent-succeeded', 'succeeded', ago(10), ago(10)),
+        ])
+        .execute();
+
+      const batches: PruneCounts[] = [];
+      const counts = await pruneStore(
+        store.db,
+        {
+          ...DEFAULT_RETENTION,
+          logDays: 30,
+          logMaxRowsPerModel: 3,
+          statusDays: 30,
+          statusMaxRowsPerModel: 3,
+          hookRunDays: 7,
+          operationDays: 90,
+          batchSize: 2,
+        },
+        { now: NOW, onBatch: (c) => batches.push(c) },
+      );
+
+      // logs: the five older than 30 days, then m1's oldest beyond its newest three
+      assert.deepEqual(await ids(store, 'log_entries'), [logIds[6], logIds[7], logIds[8], logIds[9]]);
+      assert.deepEqual(await ids(store, 'status_history'), [statusIds[2], statusIds[4], statusIds[5], statusIds[6]]);
+      const runs = await store.db.selectFrom('hook_runs').select('context_id').orderBy('context_id').execute();
+      assert.deepEqual(
+        runs.map((r) => r.context_id),
+        ['long-run', 'old-running', 'recent-done'],
+      );
+      const ops = await store.db.selectFrom('operations').select('target').orderBy('id').execute();
+      assert.deepEqual(
+        ops.map((o) => o.target),
+        ['old-running', 'old-pending', 'recent-succeeded'],
+      );
+      assert.deepEqual(counts, { logEntries: 6, statusHistory: 3, hookRuns: 1, operations: 3 });
+      // batches of two: the five old log lines alone took three statements
+      assert.ok(batches.length >= 8, `${batches.length} batches`);
+
+      // a second run finds nothing more to do
+      const again = await pruneStore(
+        store.db,
+        { ...DEFAULT_RETENTION, logMaxRowsPerModel: 3, statusMaxRowsPerModel: 3 },
+        { now: NOW },
+      );
+      assert.deepEqual(again, { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 });
     });
-    await store.db
-      .insertInto('hook_runs')
-      .values([
-        run('old-done', ago(10), ago(10)),
-        run('old-running', ago(10), null),
-        run('long-run', ago(10), ago(2)),
-        run('recent-done', ago(1), ago(1)),
-      ])
-      .execute();
-
-    const op = (target: string, state: string, updated: Date, finished: Date | null) => ({
-      kind: 'deploy',
-      model_name: 'one',
-      target,
-      state: state as 'succeeded',
-      created_at: updated,
-      updated_at: updated,
-      finished_at: finished,
-    });
-    await store.db
-      .insertInto('operations')
-      .values([
-        op('old-succeeded', 'succeeded', ago(100), ago(100)),
-        op('old-failed', 'failed', ago(95), ago(95)),
-        op('old-cancelled', 'cancelled', ago(100), null),
-        op('old-running', 'running', ago(100), null),
-        op('old-pending', 'pending', ago(100), null),
-        op('recent-succeeded', 'succeeded', ago(10), ago(10)),
-      ])
-      .execute();
-
-    const batches: PruneCounts[] = [];
-    const counts = await pruneStore(
-      store.db,
-      {
-        ...DEFAULT_RETENTION,
-        logDays: 30,
-        logMaxRowsPerModel: 3,
-        statusDays: 30,
-        statusMaxRowsPerModel: 3,
-        hookRunDays: 7,
-        operationDays: 90,
-        batchSize: 2,
-      },
-      { now: NOW, onBatch: (c) => batches.push(c) },
-    );
-
-    // logs: the five older than 30 days, then m1's oldest beyond its newest three
-    assert.deepEqual(await ids(store, 'log_entries'), [logIds[6], logIds[7], logIds[8], logIds[9]]);
-    assert.deepEqual(await ids(store, 'status_history'), [statusIds[2], statusIds[4], statusIds[5], statusIds[6]]);
-    const runs = await store.db.selectFrom('hook_runs').select('context_id').orderBy('context_id').execute();
-    assert.deepEqual(
-      runs.map((r) => r.context_id),
-      ['long-run', 'old-running', 'recent-done'],
-    );
-    const ops = await store.db.selectFrom('operations').select('target').orderBy('id').execute();
-    assert.deepEqual(
-      ops.map((o) => o.target),
-      ['old-running', 'old-pending', 'recent-succeeded'],
-    );
-    assert.deepEqual(counts, { logEntries: 6, statusHistory: 3, hookRuns: 1, operations: 3 });
-    // batches of two: the five old log lines alone took three statements
-    assert.ok(batches.length >= 8, `${batches.length} batches`);
-
-    // a second run finds nothing more to do
-    const again = await pruneStore(
-      store.db,
-      { ...DEFAULT_RETENTION, logMaxRowsPerModel: 3, statusMaxRowsPerModel: 3 },
-      { now: NOW },
-    );
-    assert.deepEqual(again, { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 });
   });
-});
 
 describe('pruneStore on PGlite', () => {
   test('the space of pruned rows is used again (PGlite runs no autovacuum)', async () => {
