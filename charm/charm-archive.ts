@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import yauzl from 'yauzl';
 import yazl from 'yazl';
+import { CharmSymlinks } from './charm-symlinks.ts';
 import { type CharmMeta, CharmValidationError, parseCharm } from './metadata.ts';
 
 /** One file of a charm. `mode` holds permission bits only; a symlink has `symlinkTarget` and empty data. */
@@ -84,7 +85,9 @@ export async function readCharmDir(dir: string): Promise<CharmFile[]> {
     }
   }
   await walk('');
-  return sortFiles(files);
+  const sorted = sortFiles(files);
+  checkFileList(sorted);
+  return sorted;
 }
 
 /**
@@ -366,16 +369,8 @@ function normalizeArchivePath(name: string): string {
 }
 
 function checkSymlinkTarget(linkPath: string, target: string): void {
-  if (target === '' || target.startsWith('/')) {
-    throw new CharmValidationError(linkPath, 'symlink', `target "${target}" points outside the charm`);
-  }
-  const depth = linkPath.split('/').length - 1; // dirs between the charm root and the link
-  let level = depth;
-  for (const seg of target.split('/')) {
-    if (seg === '' || seg === '.') continue;
-    level += seg === '..' ? -1 : 1;
-    if (level < 0) throw new CharmValidationError(linkPath, 'symlink', `target "${target}" points outside the charm`);
-  }
+  // One link alone: a cheap first refusal; chains are resolved by checkFileList.
+  new CharmSymlinks([{ path: linkPath, symlinkTarget: target }]).checkAll();
 }
 
 /** Paths unique and safe, symlinks inside the charm, and nothing stored beneath a symlink (it would be written through it). */
@@ -386,10 +381,7 @@ function checkFileList(files: readonly CharmFile[]): void {
     if (normalizeArchivePath(f.path) !== f.path) throw new CharmValidationError(f.path, '', 'path is not normalized');
     if (seen.has(f.path)) throw new CharmValidationError(f.path, '', 'duplicate path');
     seen.add(f.path);
-    if (f.symlinkTarget !== undefined) {
-      checkSymlinkTarget(f.path, f.symlinkTarget);
-      links.add(f.path);
-    }
+    if (f.symlinkTarget !== undefined) links.add(f.path);
   }
   for (const f of files) {
     const parts = f.path.split('/');
@@ -399,6 +391,9 @@ function checkFileList(files: readonly CharmFile[]): void {
       if (seen.has(parent)) throw new CharmValidationError(f.path, '', `lies beneath the file "${parent}"`);
     }
   }
+  // Each link alone may stay inside while a chain of them climbs out (`c -> a/b/..`
+  // with `a/b -> ..`): resolve them all against the charm's own tree.
+  if (links.size > 0) new CharmSymlinks(files).checkAll();
 }
 
 // Zips made without unix attributes (Windows tools) still need runnable hooks.

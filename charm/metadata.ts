@@ -4,6 +4,7 @@
 // files' shapes; every error names the file and the field at fault.
 import { parseDocument } from 'yaml';
 import { type ZodType, z } from 'zod';
+import { CharmSymlinks } from './charm-symlinks.ts';
 
 /** A charm file is invalid. `file` is the charm-relative path, `field` the dotted path inside it ('' for the whole file). */
 export class CharmValidationError extends Error {
@@ -426,16 +427,11 @@ function fileReader(source: CharmSource): (path: string) => string | undefined {
   if (Array.isArray(source)) {
     const files = source as Extract<CharmSource, ReadonlyArray<unknown>>;
     const byPath = new Map(files.map((f) => [f.path, f]));
+    // Follow in-charm symlinks (metadata.yaml -> charmcraft/metadata.yaml happens) as the kernel would.
+    const links = new CharmSymlinks(files);
     return (path) => {
-      // Follow in-charm symlinks (metadata.yaml -> charmcraft/metadata.yaml happens).
-      let current = path;
-      for (let hops = 0; hops < 16; hops++) {
-        const f = byPath.get(current);
-        if (!f) return undefined;
-        if (f.symlinkTarget === undefined) return f.data.toString('utf8');
-        current = joinRelative(current, f.symlinkTarget);
-      }
-      throw new CharmValidationError(path, '', 'too many levels of symbolic links');
+      const f = byPath.get(links.resolve(path));
+      return f === undefined || f.symlinkTarget !== undefined ? undefined : f.data.toString('utf8');
     };
   }
   const map = source as Readonly<Record<string, string | Buffer>>;
@@ -448,16 +444,6 @@ function fileReader(source: CharmSource): (path: string) => string | undefined {
 function listPaths(source: CharmSource): string[] {
   if (Array.isArray(source)) return (source as Extract<CharmSource, ReadonlyArray<unknown>>).map((f) => f.path);
   return Object.keys(source);
-}
-
-function joinRelative(from: string, target: string): string {
-  const parts = from.split('/').slice(0, -1);
-  for (const seg of target.split('/')) {
-    if (seg === '' || seg === '.') continue;
-    if (seg === '..') parts.pop();
-    else parts.push(seg);
-  }
-  return parts.join('/');
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {

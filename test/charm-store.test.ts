@@ -24,6 +24,7 @@ const BAD_CHARMS: Record<string, string> = {
   'endpoint-without-interface': 'metadata.yaml:requires.db.interface',
   'missing-name': 'metadata.yaml:name',
   'symlink-escape': 'hooks/install:symlink',
+  'symlink-chain-escape': 'hooks/install:symlink',
 };
 
 /** A zip of a directory as it is, symlinks included (no validation: the controller must do it). */

@@ -27,6 +27,7 @@ import {
   readCharmZip,
   validateConfigObject,
 } from '../charm/index.ts';
+import { fileEntry, writeRawZip } from './helpers/zip-bomb.ts';
 
 const run = promisify(execFile);
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -261,6 +262,100 @@ describe('archives', () => {
       'hooks/x',
       'symlink',
     );
+  });
+
+  const link = (p: string, target: string): CharmFile => ({
+    path: p,
+    mode: 0o777,
+    data: Buffer.alloc(0),
+    symlinkTarget: target,
+  });
+
+  test('a chain of symlinks that climbs out of the charm is refused, however innocent each link looks', async () => {
+    const meta = file('metadata.yaml', 'name: chains\n');
+    // hooks/up -> .. is the charm root; hooks/install -> up/.. then climbs above it,
+    // though counted as text ("hooks" + "up" - 1) it never leaves.
+    const chain = [meta, link('hooks/up', '..'), link('hooks/install', 'up/../etc/passwd')];
+    await rejectsCharm(() => packCharm(chain), 'hooks/install', 'symlink', /"up\/\.\.\/etc\/passwd" points outside/);
+    // A link that leads into the escaping one is named, with the link it goes through.
+    await rejectsCharm(
+      () => packCharm([meta, link('a/b', '..'), link('c', 'a/b/..'), link('d', 'c/x')]),
+      'c',
+      'symlink',
+      /points outside the charm$/,
+    );
+    await rejectsCharm(
+      () => packCharm([meta, link('a/up', '..'), link('a/esc', 'up/..'), link('z', 'a/esc/etc')]),
+      'a/esc',
+      'symlink',
+    );
+    await rejectsCharm(
+      () => packCharm([meta, link('a/up', '..'), link('a/esc', 'up/..'), link('0', 'a/esc/etc')]),
+      '0',
+      'symlink',
+      /through the symlink "a\/esc"/,
+    );
+    // a -> b/.. with b -> ../..: the first link met is named, with the one that leaves.
+    await rejectsCharm(
+      () => packCharm([meta, link('a', 'b/..'), link('b', '../..')]),
+      'a',
+      'symlink',
+      /through the symlink "b"/,
+    );
+
+    // The same refusals from a .charm (written by hand: packCharm would refuse it) and a real directory.
+    const zip = writeRawZip([
+      fileEntry('metadata.yaml', 'name: chains\n'),
+      { ...fileEntry('hooks/up', '..'), mode: 0o120777 },
+      { ...fileEntry('hooks/install', 'up/../etc/passwd'), mode: 0o120777 },
+    ]);
+    await rejectsCharm(() => readCharmZip(zip), 'hooks/install', 'symlink', /points outside/);
+    const dir = await mkdtemp(path.join(tmp, 'chain-'));
+    await mkdir(path.join(dir, 'hooks'));
+    await writeFile(path.join(dir, 'metadata.yaml'), 'name: chains\n');
+    await symlink('..', path.join(dir, 'hooks/up'));
+    await symlink('up/../etc/passwd', path.join(dir, 'hooks/install'));
+    await rejectsCharm(() => readCharmDir(dir), 'hooks/install', 'symlink', /points outside/);
+  });
+
+  test('symlink loops and chains deeper than the kernel follows are refused', async () => {
+    const meta = file('metadata.yaml', 'name: loops\n');
+    await rejectsCharm(() => packCharm([meta, link('a', 'b'), link('b', 'a')]), 'a', 'symlink', /symlink loop/);
+    await rejectsCharm(() => packCharm([meta, link('self', 'self')]), 'self', 'symlink', /symlink loop/);
+    await rejectsCharm(() => packCharm([meta, link('x/in', '../x/in/deeper')]), 'x/in', 'symlink', /symlink loop/);
+    // 41 links in a row: Linux gives up (ELOOP) after 40.
+    const deep = [
+      meta,
+      file('end', 'x'),
+      ...Array.from({ length: 41 }, (_, i) => link(`l${i}`, i === 40 ? 'end' : `l${i + 1}`)),
+    ];
+    await rejectsCharm(() => packCharm(deep), 'l0', 'symlink', /more than 40 symlinks/);
+    await assert.doesNotReject(() => packCharm(deep.filter((f) => f.path !== 'l0')));
+  });
+
+  test('links that stay inside the charm through other links are kept, and read as the kernel reads them', async () => {
+    const files = [
+      file('meta/sub/placeholder', ''),
+      file('meta/real.yaml', 'name: kernel-way\n'),
+      // Read as text, x/.. would be the root and pick this decoy.
+      file('real.yaml', 'name: textual-way\n'),
+      link('x', 'meta/sub'),
+      link('metadata.yaml', 'x/../real.yaml'),
+      file('lib/v1/run.sh', '#!/bin/sh\necho ran\n', 0o755),
+      link('lib/current', 'v1'),
+      link('hooks/up', '..'),
+      link('hooks/install', '../lib/current/run.sh'),
+      link('hooks/start', 'up/lib/current/run.sh'),
+    ];
+    const back = await readCharmZip(await packCharm(files));
+    assert.equal(parseCharm(back).name, 'kernel-way');
+    const out = path.join(tmp, 'inside-links');
+    await extractCharm(back, out);
+    assert.equal(await readFile(path.join(out, 'metadata.yaml'), 'utf8'), 'name: kernel-way\n');
+    for (const hook of ['install', 'start']) {
+      const { stdout } = await run(path.join(out, 'hooks', hook));
+      assert.equal(stdout, 'ran\n');
+    }
   });
 
   test('readCharmDir keeps symlinks and exec bits, skips debris', async () => {
