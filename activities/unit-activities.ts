@@ -90,6 +90,47 @@ export function createUnitActivities(deps: ActivityDeps) {
       return ended;
     },
 
+    /**
+     * Why each of these units may not be getting on with its hooks, from the store:
+     * its machine in error or still provisioning, the unit in error (its agent
+     * retrying an earlier hook). `null`: nothing in the way; `gone`: no such unit.
+     */
+    async unitWaitReasons(modelUuid: string, names: string[]): Promise<Record<string, string | null>> {
+      if (names.length === 0) return {};
+      const rows = await db
+        .selectFrom('units as u')
+        .leftJoin('machines as m', (j) =>
+          j.onRef('m.model_uuid', '=', 'u.model_uuid').onRef('m.id', '=', 'u.machine_id'),
+        )
+        .select([
+          'u.name',
+          'u.machine_id',
+          'u.workload_status',
+          'u.workload_message',
+          'u.agent_status',
+          'u.agent_message',
+          'm.state as machine_state',
+          'm.message as machine_message',
+        ])
+        .where('u.model_uuid', '=', modelUuid)
+        .where('u.name', 'in', names)
+        .execute();
+      const out: Record<string, string | null> = {};
+      for (const name of names) {
+        const r = rows.find((x) => x.name === name);
+        if (!r) out[name] = 'gone';
+        else if (r.machine_id === null) out[name] = 'no machine yet';
+        else if (r.machine_state === 'error') out[name] = `machine ${r.machine_id} is in error: ${r.machine_message}`;
+        else if (r.machine_state === 'pending' || r.machine_state === null)
+          out[name] = `machine ${r.machine_id} is being provisioned`;
+        else if (r.workload_status === 'error')
+          out[name] = `the unit is in error (${r.workload_message}); its agent retries that hook first`;
+        else if (r.agent_status === 'failed') out[name] = r.agent_message;
+        else out[name] = null;
+      }
+      return out;
+    },
+
     /** The model's units: what destroy-model tears down. */
     async modelUnits(modelUuid: string): Promise<string[]> {
       const rows = await db

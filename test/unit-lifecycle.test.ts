@@ -8,9 +8,10 @@ import { after, before, describe, test } from 'node:test';
 import { resolveUpdate, unitAgentQuery, unitAgentWorkflowId } from '../workflows/messages.ts';
 import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
-import { waitFor } from './helpers/wait.ts';
+import { httpText, waitFor } from './helpers/wait.ts';
 
 const counterCharm = join(projectRoot, 'test', 'fixtures', 'charms', 'counter');
+const httpCharm = join(projectRoot, 'examples', 'charms', 'http-hooks');
 const daemonCharm = join(projectRoot, 'test', 'fixtures', 'charms', 'daemon');
 
 /** Whether the process runs (an unreaped zombie does not). */
@@ -167,5 +168,38 @@ describe('unit lifecycle', () => {
     assert.ok(alive(pid));
     assert.equal((await cli('destroy-model', 'doomed')).code, 0);
     await waitFor('the second workload gone', async () => !alive(pid), 10_000);
+  });
+
+  test('config sent while the deploy still provisions waits for the agent and runs with the new value', async () => {
+    const upload = await cli('upload', httpCharm);
+    assert.equal(upload.code, 0, upload.stderr);
+    const deploy = await c.api('POST', '/v1/models/default/applications', {
+      charm: 'http-hooks',
+      application: 'early',
+      config: { port: 18181, content: 'first' },
+    });
+    assert.equal(deploy.status, 202, JSON.stringify(deploy.body));
+    // at once: the unit agent does not exist yet
+    const config = await c.api('PUT', '/v1/models/default/applications/early/config', { set: { content: 'second' } });
+    assert.equal(config.status, 202, JSON.stringify(config.body));
+    const agentThen = await (await agentOf('early/0')).describe().then(
+      () => true,
+      () => false,
+    );
+    const op = await c.waitOperation(config.body.operation.id, 120_000);
+    assert.equal(op.state, 'succeeded', op.error);
+    assert.equal((await c.waitOperation(deploy.body.operation.id, 120_000)).state, 'succeeded');
+    const u = (await status()).applications.early.units['early/0'];
+    assert.equal((await httpText(`http://${u['public-address']}:18181/`))?.trim(), 'second');
+    // the config operation's own config-changed ran, after the deploy's
+    const runs = await c.store.db
+      .selectFrom('hook_runs')
+      .select('hook')
+      .where('unit', '=', 'early/0')
+      .where('hook', '=', 'config-changed')
+      .where('exit_code', '=', 0)
+      .execute();
+    assert.equal(runs.length, 2, `config-changed runs (agent existed when config was sent: ${agentThen})`);
+    assert.equal((await cli('remove-application', 'early')).code, 0);
   });
 });

@@ -8,6 +8,7 @@ import {
   ParentClosePolicy,
   proxyActivities,
   setHandler,
+  sleep,
   startChild,
   upsertSearchAttributes,
   workflowInfo,
@@ -229,13 +230,47 @@ export interface UnitsInput extends ApplicationOperationInput {
   units: string[];
 }
 
+/** How often an operation waiting on a unit looks again for its agent. */
+const AGENT_POLL_MS = 2_000;
+
+/**
+ * Hands the events to the unit's agent; one not started yet (its deploy is still
+ * provisioning) is waited for, with the reason shown, so nothing sent meanwhile is
+ * lost. A unit that goes meanwhile is finished.
+ */
+async function deliverWhenAgentRuns(
+  input: ApplicationOperationInput,
+  tracker: UnitTracker,
+  unit: string,
+  events: UnitEvent[],
+): Promise<void> {
+  while (true) {
+    try {
+      await signalAgent(input, unit, events);
+      return;
+    } catch {
+      // no agent under either id (yet)
+    }
+    const why = (await units.unitWaitReasons(input.modelUuid, [unit]))[unit];
+    if (why === 'gone') {
+      tracker.set(unit, 'removed');
+      tracker.finished.add(unit);
+      return;
+    }
+    tracker.set(unit, `waiting: no unit agent yet (${why ?? 'the deploy is starting it'})`);
+    await sleep(AGENT_POLL_MS);
+  }
+}
+
 export async function configWorkflow(input: UnitsInput): Promise<void> {
   tagApplication(input);
   await runOperation(input, async (ctx) => {
     const tracker = new UnitTracker(input, input.units, 'config-changed', 'queued config-changed');
     await ctx.step('running config-changed on every unit');
     const self = workflowInfo().workflowId;
-    await Promise.all(input.units.map((u) => signalAgent(input, u, [{ hook: 'config-changed', notify: self }])));
+    const events = [{ hook: 'config-changed', notify: self }];
+    // agents not started yet are waited for while the others run the hook
+    void Promise.all(input.units.map((u) => deliverWhenAgentRuns(input, tracker, u, events)));
     const outcome = await tracker.wait('running config-changed');
     if (outcome === 'error') throw ApplicationFailure.nonRetryable(tracker.errorSummary(), 'HookFailed');
   });
