@@ -2,6 +2,7 @@
 import type { MachineRow } from '../store/schema.ts';
 import type { SecretBox } from '../store/secret-box.ts';
 import type { ControllerKey } from './deps.ts';
+import { localIsolationEnabled, localMachineUid } from './substrates/local-isolation.ts';
 import type { MachineTarget } from './substrates/substrate.ts';
 
 /** `secrets` opens the user's key, sealed in the store, for the login that installs the controller's. */
@@ -12,6 +13,7 @@ export function machineTarget(row: MachineRow, key: ControllerKey, secrets: Pick
     address: row.address,
     rootDir: row.root_dir,
   };
+  if (row.kind === 'local' && localIsolationEnabled()) target.uid = localMachineUid(row.address);
   if (row.kind === 'ssh') {
     target.host = row.host ?? row.address;
     target.port = row.port ?? 22;

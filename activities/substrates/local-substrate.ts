@@ -75,10 +75,28 @@ export class LocalSubstrate implements Substrate {
   async exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult> {
     acceptStdin(req);
     if (req.signal?.aborted) return { code: null, stdout: '', stderr: '' };
-    const cwd = (await isDirectory(target.rootDir)) ? target.rootDir : this.env.HOME;
+    const home = target.uid === undefined ? this.env.HOME : '/';
+    const cwd = (await isDirectory(target.rootDir)) ? target.rootDir : home;
     return new Promise<ExecResult>((resolve, reject) => {
       // its own session and process group, so a kill reaches everything the command started
-      const child = this.spawner.spawn({ command: req.command, cwd, env: this.env });
+      const child = this.spawner.spawn(
+        target.uid === undefined
+          ? { command: req.command, cwd, env: this.env }
+          : {
+              command: req.command,
+              cwd,
+              // a machine of its own: its home is its directory, its user its uid
+              env: {
+                ...this.env,
+                HOME: target.rootDir,
+                USER: `machine-${target.uid}`,
+                LOGNAME: `machine-${target.uid}`,
+              },
+              uid: target.uid,
+              gid: target.uid,
+              umask: 0o022,
+            },
+      );
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let code: number | null = null;

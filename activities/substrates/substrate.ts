@@ -11,6 +11,8 @@ export interface MachineTarget {
   address: string;
   /** Directory on the machine that holds charmflow's files (tools, units). */
   rootDir: string;
+  /** local only: run commands as this uid and gid (a machine of its own on the controller's host). */
+  uid?: number;
   // ssh only
   host?: string;
   port?: number;
