@@ -21,20 +21,46 @@ export class CharmValidationError extends Error {
 // Juju's charm (and application) name rule: no hyphen-separated part may be
 // all digits, since `name-12` would read as a revision.
 const CHARM_NAME_RE = /^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$/;
-export const CharmName = z.string({ error: 'expected a string' }).regex(CHARM_NAME_RE, {
-  error: 'invalid charm name: use lower-case letters, digits and hyphens, starting with a letter (no part all digits)',
-});
+/**
+ * Longest charm name. The application takes the charm's name unless told
+ * otherwise, and becomes part of unit names (`app/12`), workflow ids and
+ * directory names on machines: 50 leaves room under the API's 63 for those.
+ */
+export const MAX_CHARM_NAME_LENGTH = 50;
+export const CharmName = z
+  .string({ error: 'expected a string' })
+  .max(MAX_CHARM_NAME_LENGTH, { error: `invalid charm name: longer than ${MAX_CHARM_NAME_LENGTH} characters` })
+  .regex(CHARM_NAME_RE, {
+    error:
+      'invalid charm name: use lower-case letters, digits and hyphens, starting with a letter (no part all digits)',
+  });
+
+// Config option names reach hooks as `config-get NAME` arguments and env-free JSON keys;
+// keep them to what every Juju charm uses.
+const CONFIG_OPTION_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]*$/;
+const ConfigOptionName = z
+  .string()
+  .max(100, { error: 'invalid option name: longer than 100 characters' })
+  .regex(CONFIG_OPTION_NAME_RE, {
+    error: 'invalid option name: use letters, digits, hyphens and underscores, starting with a letter',
+  });
 
 // Endpoint names become hook names (`<endpoint>-relation-changed`) and env values.
 const ENDPOINT_NAME_RE = /^[a-z][a-z0-9_-]*$/;
-const EndpointName = z.string().regex(ENDPOINT_NAME_RE, {
-  error: 'invalid endpoint name: use lower-case letters, digits, hyphens and underscores, starting with a letter',
-});
+const EndpointName = z
+  .string()
+  .max(100, { error: 'invalid endpoint name: longer than 100 characters' })
+  .regex(ENDPOINT_NAME_RE, {
+    error: 'invalid endpoint name: use lower-case letters, digits, hyphens and underscores, starting with a letter',
+  });
 
 const ACTION_NAME_RE = /^[a-z](?:[a-z0-9_-]*[a-z0-9])?$/;
-const ActionName = z.string().regex(ACTION_NAME_RE, {
-  error: 'invalid action name: use lower-case letters, digits and hyphens, starting with a letter',
-});
+const ActionName = z
+  .string()
+  .max(100, { error: 'invalid action name: longer than 100 characters' })
+  .regex(ACTION_NAME_RE, {
+    error: 'invalid action name: use lower-case letters, digits and hyphens, starting with a letter',
+  });
 
 // Charm authors wrote YAML 1.1 (PyYAML, Juju's goyaml) where yes/no/on/off are
 // booleans. Reading YAML 1.2 keeps keys such as `n:` or `on:` strings; boolean
@@ -127,7 +153,7 @@ function defaultTypeProblem(type: ConfigOptionType, value: string | number | boo
 }
 
 export const ConfigYaml = z.object({
-  options: z.record(z.string().min(1), ConfigOptionInput).nullish(),
+  options: z.record(ConfigOptionName, ConfigOptionInput).nullish(),
 });
 export type ConfigYaml = z.infer<typeof ConfigYaml>;
 

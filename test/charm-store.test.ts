@@ -21,6 +21,7 @@ const BAD_CHARMS: Record<string, string> = {
   'bad-name': 'metadata.yaml:name',
   'bad-option-default': 'config.yaml:options.port.default',
   'bad-option-type': 'config.yaml:options.port.type',
+  'bad-option-name': 'config.yaml:options.1st port',
   'endpoint-without-interface': 'metadata.yaml:requires.db.interface',
   'missing-name': 'metadata.yaml:name',
   'symlink-escape': 'hooks/install:symlink',

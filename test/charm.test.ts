@@ -247,6 +247,51 @@ describe('metadata', () => {
     assert.deepEqual(meta.actions.snapshot, { description: '', params: {}, required: [], additionalProperties: true });
     assert.deepEqual(meta.actions.restore!.required, ['id']);
   });
+
+  test('names are bounded: charm names to 50 characters, options, actions and endpoints to their alphabets', async () => {
+    const meta = 'name: x\n';
+    assert.equal(parseCharm({ 'metadata.yaml': `name: ${'a'.repeat(50)}\n` }).name, 'a'.repeat(50));
+    await rejectsCharm(
+      () => parseCharm({ 'metadata.yaml': `name: ${'a'.repeat(51)}\n` }),
+      'metadata.yaml',
+      'name',
+      /longer than 50 characters/,
+    );
+    for (const bad of ['1port', 'has space', 'dollar$', '-x', 'x.y']) {
+      await rejectsCharm(
+        () => parseCharm({ 'metadata.yaml': meta, 'config.yaml': `options:\n  "${bad}": {type: string}\n` }),
+        'config.yaml',
+        `options.${bad}`,
+        /invalid option name: use letters, digits, hyphens and underscores, starting with a letter/,
+      );
+    }
+    const ok = parseCharm({ 'metadata.yaml': meta, 'config.yaml': 'options:\n  Max_conns-2: {type: int}\n' });
+    assert.deepEqual(Object.keys(ok.config.options), ['Max_conns-2']);
+    await rejectsCharm(
+      () => parseCharm({ 'charmcraft.yaml': 'name: x\nconfig:\n  options:\n    "a b": {type: string}\n' }),
+      'charmcraft.yaml',
+      'config.options.a b',
+      /invalid option name/,
+    );
+    await rejectsCharm(
+      () => parseCharm({ 'metadata.yaml': meta, 'actions.yaml': '"do it": {}\n' }),
+      'actions.yaml',
+      'do it',
+      /invalid action name/,
+    );
+    await rejectsCharm(
+      () => parseCharm({ 'metadata.yaml': meta, 'actions.yaml': `${'a'.repeat(101)}: {}\n` }),
+      'actions.yaml',
+      'a'.repeat(101),
+      /longer than 100/,
+    );
+    await rejectsCharm(
+      () => parseCharm({ 'metadata.yaml': 'name: x\nprovides:\n  "Web!": http\n' }),
+      'metadata.yaml',
+      'provides.Web!',
+      /invalid endpoint name/,
+    );
+  });
 });
 
 describe('archives', () => {
