@@ -376,7 +376,47 @@ describe('hook runtime', () => {
     const hookDir = path.join(where.unitDir, '.hooks', ctx.contextId);
     const mode = (p: string) => spawnSync('stat', ['-c', '%a', p], { encoding: 'utf8' }).stdout.trim();
     assert.equal(mode(hookDir), '700');
-    assert.equal(mode(path.join(hookDir, 'ctx.json')), '600');
+    // the context (it holds the config) is gone once the result is recorded
+    assert.equal(existsSync(path.join(hookDir, 'ctx.json')), false);
+    assert.ok(existsSync(path.join(hookDir, 'result.json')));
+  });
+
+  test('the context is readable by its owner only while the hook runs, and no copy of a secret outlives the hook', async () => {
+    const where = deploy('tools-charm');
+    const secret = `s3cret-${process.pid}-${Date.now()}`;
+    // The hook checks its own context file, then uses config-get (which reads it).
+    writeFileSync(
+      path.join(where.charmDir, 'script.sh'),
+      [
+        'stat -c %a "$CHARMFLOW_HOOK_DIR/ctx.json" > ctx-mode',
+        'stat -c %a "$CHARMFLOW_HOOK_DIR" > dir-mode',
+        'config-get password > /dev/null && echo "got it"',
+        'exit "$(cat exit-code 2>/dev/null || echo 0)"',
+        '',
+      ].join('\n'),
+    );
+    const ok = await runHook(context(where, { name: 'start', config: { password: secret } }));
+    assert.equal(ok.result?.exitCode, 0, ok.result?.tail.join('\n'));
+    assert.deepEqual(outputs(ok, 'stdout'), ['got it']);
+    assert.equal(read(where.charmDir, 'ctx-mode'), '600\n');
+    assert.equal(read(where.charmDir, 'dir-mode'), '700\n');
+    writeFileSync(path.join(where.charmDir, 'exit-code'), '4');
+    const failed = await runHook(context(where, { name: 'start', config: { password: secret } }));
+    assert.equal(failed.result?.exitCode, 4);
+    // A run whose supervisor died (no result) is recovered by the next call, which records the failure.
+    const where2 = deploy('tools-charm');
+    const ctx = context(where2, { name: 'upgrade-charm', config: { password: secret } });
+    const first = await runHook(ctx, { killWhen: (e) => e.type === 'output' && e.line === 'started' });
+    assert.equal(first.result, undefined);
+    const attached = await runHook(ctx);
+    assert.equal(attached.result?.exitCode, 0);
+    assert.equal((await runHook(ctx)).result?.replayed, true);
+    // Nothing under the machine's root still holds the secret.
+    for (const base of [path.dirname(where.unitDir), path.dirname(where2.unitDir)]) {
+      const grep = spawnSync('grep', ['-rl', '--', secret, base], { encoding: 'utf8' });
+      assert.equal(grep.stdout, '', `files still holding the secret:\n${grep.stdout}`);
+      assert.equal(grep.status, 1, grep.stderr);
+    }
   });
 
   test('a non-leader may not write application data', async () => {

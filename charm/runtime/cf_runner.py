@@ -18,7 +18,10 @@
 # Durability: the hook runs under a detached supervisor (fork + setsid, forked
 # as the runner starts and handed the context through a pipe)
 # that records everything in <unitDir>/.hooks/<contextId>/:
-#   ctx.json      the context (0600), read by the hook tools
+#   ctx.json      the context (0600), read by the hook tools; it holds secrets
+#                 (config, relation data), so it is removed as soon as the
+#                 result is recorded: a retry that re-attaches needs only
+#                 result.json (replay) or, while the hook runs, the live dir
 #   events.jsonl  one HookEvent per line (output, log, status, ...), appended
 #   changes.json  pending changes recorded by the hook tools
 #   result.json   the final result event, written atomically (temp + rename)
@@ -763,6 +766,7 @@ def supervise(ctx, hook_dir, run_lock_fd, done_w):
     result = result_event(code, skipped, timed_out, duration, list(rec.tail), build_changes(ctx, hook_dir))
     result['lockWaitMs'] = lock_wait_ms
     write_atomic(os.path.join(hook_dir, 'result.json'), json_dumps(result).encode('utf-8'))
+    forget_context(hook_dir)
     os.close(rec.fd)
     os.close(unit_lock)
     try:
@@ -771,6 +775,16 @@ def supervise(ctx, hook_dir, run_lock_fd, done_w):
         pass
     cleanup(hooks_dir, os.path.basename(hook_dir))
     os.close(run_lock_fd)
+
+
+def forget_context(hook_dir):
+    """Remove the context (it holds secrets) once the result is recorded: from
+    then on every invocation for this context replays result.json, and nothing
+    else reads it. Hook tools run after the hook (a daemon it left) fail."""
+    try:
+        os.unlink(os.path.join(hook_dir, 'ctx.json'))
+    except OSError:
+        pass
 
 
 def close_inherited(keep):
@@ -1000,6 +1014,7 @@ def interrupted(hook_dir, held_fd):
         pass
     result = result_event(None, False, False, 0, [msg], build_changes(ctx, hook_dir))
     write_atomic(os.path.join(hook_dir, 'result.json'), json_dumps(result).encode('utf-8'))
+    forget_context(hook_dir)
     if held_fd not in (True, False):
         os.close(held_fd)
 
