@@ -101,12 +101,28 @@ export class SpawnedCommand extends EventEmitter {
     this.stdin = new Input(sendFrame);
   }
 
+  private pendingKill: NodeJS.Signals | undefined;
+
+  /** Signals the command's whole process group; asked before it has started, as soon as it has. */
+  killGroup(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) {
+      this.pendingKill = signal;
+      return;
+    }
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // the group is gone already
+    }
+  }
+
   /** @internal: a frame for this command from the helper. */
   receive(type: string, payload: Buffer): void {
     switch (type) {
       case 'P':
         this.pid = (JSON.parse(payload.toString()) as { pid: number }).pid;
         this.emit('spawn');
+        if (this.pendingKill) this.killGroup(this.pendingKill);
         break;
       case 'F':
         this.fail(new Error(`cannot start a local command: ${payload.toString()}`));

@@ -116,13 +116,7 @@ export class LocalSubstrate implements Substrate {
           resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
       };
       const kill = () => {
-        if (child.pid !== undefined) {
-          try {
-            process.kill(-child.pid, 'SIGKILL');
-          } catch {
-            // group already gone
-          }
-        }
+        child.killGroup('SIGKILL');
         // Something that left the group may still hold the pipes: answer anyway.
         graceTimer ??= setTimeout(() => {
           child.stdout.destroy();
