@@ -58,14 +58,14 @@ export async function startOperation<A>(
   } catch (err) {
     if (!definitelyNotStarted(err)) {
       console.error(
-        `charmflow: operation ${row.id} (${req.kind}) recorded; its workflow may not have started (${String(err)}): the reconciler will start it`,
+        `charmflow: operation ${row.id} (${req.kind}) recorded; its workflow may not have started (${startError(err)}): the reconciler will start it`,
       );
       return row;
     }
     await req.undo?.(db);
     await db
       .updateTable('operations')
-      .set({ state: 'failed', error: `could not start workflow: ${String(err)}`, finished_at: sql`now()` })
+      .set({ state: 'failed', error: `could not start workflow: ${startError(err)}`, finished_at: sql`now()` })
       .where('id', '=', row.id)
       .where('state', '=', 'pending')
       .execute();
@@ -129,6 +129,12 @@ export async function startOperationWorkflow(temporal: TemporalDeps, row: Operat
 // RESOURCE_EXHAUSTED, FAILED_PRECONDITION, OUT_OF_RANGE, UNIMPLEMENTED, UNAUTHENTICATED.
 // Not CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, ABORTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
 const REFUSED = new Set([3, 5, 6, 7, 8, 9, 11, 12, 16]);
+
+/** A failed start in one line: the client's error and the server's reason under it. */
+export function startError(err: unknown): string {
+  const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+  return `${String(err)}${cause}`;
+}
 
 /**
  * True when a failed start certainly started nothing: the server refused it, or it

@@ -6,7 +6,12 @@
 // operation's, an existing run is used, a closed one is never run again.
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { sql } from 'kysely';
-import { definitelyNotStarted, startOperationWorkflow, type TemporalDeps } from '../api/operation-starter.ts';
+import {
+  definitelyNotStarted,
+  startError,
+  startOperationWorkflow,
+  type TemporalDeps,
+} from '../api/operation-starter.ts';
 import type { Db } from '../store/store.ts';
 
 export interface ReconcileResult {
@@ -71,8 +76,8 @@ export async function reconcilePendingOperations(
       opts.log(`operation ${row.id} (${row.kind} ${row.target}) was pending with no workflow; started ${workflowId}`);
     } catch (err) {
       if (!definitelyNotStarted(err)) throw err;
-      opts.log(`operation ${row.id}: Temporal refused to start ${workflowId}: ${String(err)}`);
-      await fail(row.id, `could not start workflow: ${String(err)}`);
+      opts.log(`operation ${row.id}: Temporal refused to start ${workflowId}: ${startError(err)}`);
+      await fail(row.id, `could not start workflow: ${startError(err)}`);
     }
   }
   return result;
