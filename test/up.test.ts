@@ -17,8 +17,8 @@ interface Up {
   exited: Promise<number | null>;
 }
 
-function startUp(env: Record<string, string>): Up {
-  const child = spawn(process.execPath, [cliPath, 'up', '--headless', '--quiet'], {
+function startUp(env: Record<string, string>, command = [process.execPath, cliPath, 'up']): Up {
+  const child = spawn(command[0], [...command.slice(1), '--headless', '--quiet'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -68,6 +68,53 @@ function processesMentioning(text: string): number[] {
     }
   }
   return pids;
+}
+
+/** Every process descended from pid (children first seen, then theirs). */
+function descendants(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // raced with exit
+    }
+  }
+  const found: number[] = [];
+  const walk = (p: number) => {
+    for (const [child, parent] of parentOf) {
+      if (parent === p) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = pids.filter(alive);
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = left.filter(alive);
+  }
+  return left;
+}
+
+function describeProcs(pids: number[]): string {
+  return pids
+    .map((p) => {
+      try {
+        return `${p}: ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ').slice(0, 120)}`;
+      } catch {
+        return `${p}: (gone)`;
+      }
+    })
+    .join('\n');
 }
 
 describe('charmflow up', () => {
@@ -139,6 +186,70 @@ describe('charmflow up', () => {
     const code = await Promise.race([up.exited, new Promise((r) => setTimeout(() => r('timeout'), 30_000))]);
     assert.equal(code, 0, up.output());
     assert.deepEqual(processesMentioning(dataDir), []);
+  });
+
+  test('`npm start` stops, with everything it started, on a SIGTERM sent to npm alone', async () => {
+    const { dataDir, env } = await freshController('cf-npm-start-');
+    const up = startUp(env, ['npm', 'start', '--silent', '--']);
+    await waitHealthy(`http://127.0.0.1:${env.CHARMFLOW_API_PORT}`, up);
+    const started = descendants(up.child.pid!);
+    const names = describeProcs(started);
+    assert.match(names, /start-dev/, `the dev server is among them:\n${names}`);
+    // what a process manager does: signal the process it started, npm, and nothing else
+    up.child.kill('SIGTERM');
+    const left = await waitGone(started, 15_000);
+    assert.deepEqual(left, [], `still running 15 s after SIGTERM to npm:\n${describeProcs(left)}`);
+    assert.deepEqual(processesMentioning(dataDir), []);
+    await up.exited;
+  });
+
+  test('the dev server is restarted when it dies (/healthz says so meanwhile), and never outlives a SIGKILLed up', async () => {
+    const { dataDir, env } = await freshController('cf-up-supervise-');
+    const url = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}`;
+    const up = startUp(env);
+    await waitHealthy(url, up);
+    const healthy = await (await fetch(`${url}/healthz`)).json();
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(healthy.parts).map(([k, v]) => [k, (v as { ok: boolean }).ok])),
+      { store: true, temporal: true, worker: true },
+    );
+
+    const first = Number(readFileSync(join(dataDir, 'temporal.pid'), 'utf8'));
+    assert.match(describeProcs([first]), /temporal server start-dev/);
+    process.kill(first, 'SIGKILL');
+    // down, named, until it is back
+    let degraded: { status: number; body: any } | undefined;
+    const deadline = Date.now() + 30_000;
+    while (!degraded && Date.now() < deadline) {
+      const r = await fetch(`${url}/healthz`);
+      if (r.status !== 200) degraded = { status: r.status, body: await r.json() };
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(degraded, '/healthz never reported the dead dev server');
+    assert.equal(degraded.status, 503);
+    assert.equal(degraded.body.status, 'degraded');
+    assert.equal(degraded.body.parts.temporal.ok, false);
+    assert.equal(degraded.body.parts.store.ok, true);
+    assert.match(degraded.body.message, /temporal down/);
+    const backMs = await waitHealthy(url, up, 60_000);
+    const second = Number(readFileSync(join(dataDir, 'temporal.pid'), 'utf8'));
+    assert.notEqual(second, first);
+    assert.ok(alive(second));
+    assert.match(up.output(), /Temporal dev server exited .*starting it again/);
+    assert.match(up.output(), /Temporal dev server is up again/);
+    // the worker and the API's client found the new server: a workflow-backed operation runs
+    const add = await runCli(['add-model', 'after-restart'], { CHARMFLOW_DATA_DIR: dataDir });
+    assert.equal(add.code, 0, add.stderr + up.output());
+
+    // a controller killed outright leaves no dev server (nor its guard) behind
+    const tree = descendants(up.child.pid!);
+    assert.ok(tree.includes(second));
+    up.child.kill('SIGKILL');
+    await up.exited;
+    const left = await waitGone(tree, 5000);
+    assert.deepEqual(left, [], `left running 5 s after SIGKILL of up:\n${describeProcs(left)}`);
+    assert.deepEqual(processesMentioning(dataDir), []);
+    process.stderr.write(`# up: dev server back and healthy ${backMs} ms after it was killed\n`);
   });
 
   test('with TEMPORAL_ADDRESS and DATABASE_URL it uses them instead of embedded parts', {
