@@ -419,6 +419,50 @@ describe('hook runtime', () => {
     }
   });
 
+  test('invalid UTF-8, NaN and Infinity in tool input get an ERROR line and exit 2 or 1, never a traceback', async () => {
+    const where = deploy('tools-charm');
+    // Each case: a shell command whose stderr and exit code the hook records.
+    const cases: Record<string, [string, number]> = {
+      'juju-log-arg': [`juju-log "$(printf 'bad \\377 byte')"`, 2],
+      'status-set-msg': [`status-set active "$(printf 'bad \\377')"`, 2],
+      'relation-set-kv': [`relation-set -r db:1 "k=$(printf '\\377')"`, 2],
+      'relation-set-key': [`relation-set -r db:1 "$(printf 'k\\377')=v"`, 2],
+      'leader-set-kv': [`leader-set "k=$(printf '\\377\\376')"`, 2],
+      'config-get-key': [`config-get "$(printf '\\377')"`, 2],
+      'application-version-set': [`application-version-set "$(printf '\\377')"`, 2],
+      'relation-set-stdin-utf8': [`printf 'k: "\\377"\\n' | relation-set -r db:1 --file -`, 1],
+      'relation-set-stdin-nan': [`printf '{"k": NaN}' | relation-set -r db:1 --file -`, 1],
+      'relation-set-stdin-inf': [`printf '{"k": Infinity}' | relation-set -r db:1 --file -`, 1],
+      'relation-set-stdin-overflow': [`printf '{"k": 1e999}' | relation-set -r db:1 --file -`, 1],
+      'relation-set-file-nan': [`printf '{"k": -Infinity}' > nan.json; relation-set -r db:1 --file nan.json`, 1],
+      'state-set-stdin-nan': [`printf '{"k": NaN}' | state-set --file -`, 1],
+      'relation-set-yaml-nan': [`printf 'k: .nan\\n' | relation-set -r db:1 --file -`, 0],
+    };
+    writeFileSync(
+      path.join(where.charmDir, 'script.sh'),
+      `${Object.entries(cases)
+        .map(([name, [cmd]]) => `${cmd} 2> ${name}.err; echo $? > ${name}.code`)
+        .join('\n')}\n`,
+    );
+    const run = await runHook(context(where, { name: 'start' }));
+    assert.equal(run.result?.exitCode, 0, run.result?.tail.join('\n'));
+    const wrong: string[] = [];
+    for (const [name, [, code]] of Object.entries(cases)) {
+      const err = readFileSync(path.join(where.charmDir, `${name}.err`), 'latin1');
+      const got = Number(read(where.charmDir, `${name}.code`));
+      const ok = got === code && !/Traceback|Error:|Exception/.test(err) && (code === 0 || /^ERROR \S.*\n$/.test(err));
+      if (!ok) wrong.push(`${name}: exit ${got} (want ${code}): ${err}`);
+    }
+    assert.deepEqual(wrong, []);
+    assert.match(read(where.charmDir, 'juju-log-arg.err'), /not valid UTF-8/);
+    assert.match(read(where.charmDir, 'relation-set-stdin-nan.err'), /NaN/);
+    // Nothing bad was recorded: the one accepted value is YAML's ".nan" as a plain string.
+    assert.deepEqual(run.result?.changes.relationSettings, { '1': { unit: { k: '.nan' } } });
+    assert.deepEqual(run.result?.changes.leaderSettings, {});
+    assert.deepEqual(run.result?.changes.charmState, {});
+    assert.ok(!run.events.some((e) => e.type === 'status' || e.type === 'app-version'));
+  });
+
   test('a non-leader may not write application data', async () => {
     const where = deploy('tools-charm');
     writeFileSync(

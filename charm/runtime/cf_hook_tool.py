@@ -22,6 +22,23 @@ import sys
 # `import json` pulls in `re` and `enum` (~10 ms); the C accelerator alone is
 # enough for what we do.
 
+class NonFiniteError(ValueError):
+    pass
+
+
+def _no_constant(name):
+    # NaN and Infinity are not JSON; a value that reached the controller as one
+    # would break its JSON (and Postgres' jsonb).
+    raise NonFiniteError('%s is not a valid JSON value' % name)
+
+
+def _finite_float(text):
+    f = float(text)
+    if f != f or f in (float('inf'), float('-inf')):
+        raise NonFiniteError('%s is out of range for a JSON number' % text)
+    return f
+
+
 try:
     import _json as _cjson
 
@@ -35,7 +52,8 @@ try:
         memo = {}
 
         def __init__(self):
-            self.parse_constant = {'-Infinity': float('-inf'), 'Infinity': float('inf'), 'NaN': float('nan')}.__getitem__
+            self.parse_constant = _no_constant
+            self.parse_float = _finite_float
 
     _scanner = _cjson.make_scanner(_ScanCtx())
     _enc_str = _cjson.encode_basestring
@@ -60,7 +78,8 @@ try:
 except Exception:  # pragma: no cover - non-CPython
     import json as _json_mod
 
-    json_loads = _json_mod.loads
+    def json_loads(s):
+        return _json_mod.loads(s, parse_constant=_no_constant, parse_float=_finite_float)
 
     def _enc_str(s):
         return _json_mod.dumps(s, ensure_ascii=False)
@@ -990,6 +1009,8 @@ def parse_settings_text(text):
     if t[0] in '{[':
         try:
             data = json_loads(t)
+        except NonFiniteError as e:
+            raise ValueError('cannot parse settings: %s' % e)  # not to be read again as YAML strings
         except Exception:
             data = _flow_mapping(t)
         if not isinstance(data, dict):
@@ -1356,13 +1377,18 @@ class Out(object):
 
 
 def _stdin_or_file(path):
-    if path == '-':
-        return sys.stdin.read()
     try:
-        with open(path) as f:
-            return f.read()
+        if path == '-':
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, 'rb') as f:
+                data = f.read()
     except (OSError, IOError) as e:
         raise ToolError('%s' % e)
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ToolError('%s is not valid UTF-8 (byte %d)' % ('stdin' if path == '-' else _q(path), e.start))
 
 
 # ---------------------------------------------------------------- tools
@@ -2104,6 +2130,11 @@ def main(argv=None):
         sys.stderr.write('ERROR unknown hook tool %s\n' % _q(name))
         return 1
     try:
+        for i, a in enumerate(args):
+            try:
+                a.encode('utf-8')
+            except UnicodeEncodeError:
+                raise UsageError('argument %d is not valid UTF-8' % (i + 1))
         hook_dir = os.environ.get('CHARMFLOW_HOOK_DIR')
         if not hook_dir:
             if '--help' in args or '-h' in args:
