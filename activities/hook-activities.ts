@@ -17,6 +17,7 @@ import type { ActivityDeps } from './deps.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
+import { KEPT_OUTPUT_BYTES, OutputTail } from './substrates/output-tail.ts';
 import { HostKeyMismatchError, type MachineTarget, MachineUnreachableError } from './substrates/substrate.ts';
 import {
   appendLogs,
@@ -494,15 +495,14 @@ export function createHookActivities(deps: ActivityDeps) {
         }, 1000);
       return text;
     });
-    let stderr = '';
+    // The runner's own stderr (its errors): a bounded tail, whatever a broken runner prints.
+    const stderr = new OutputTail(KEPT_OUTPUT_BYTES);
     const exec = substrateFor(deps.substrates, target).exec(target, {
       command: `python3 -S ${shellQuote(runner)}`,
       stdin,
       onStarted,
       onStdout: (chunk) => splitter.push(chunk, handle),
-      onStderr: (chunk) => {
-        stderr += chunk.toString('utf8');
-      },
+      onStderr: (chunk) => stderr.push(chunk),
       signal: activity.cancellationSignal,
     });
     // after the result the channel's close is not waited for; a late failure is moot
@@ -521,7 +521,7 @@ export function createHookActivities(deps: ActivityDeps) {
       // supervisor on the machine; a retry of this activity attaches to it.
       const why = ended?.code == null ? 'the connection to the machine was lost' : `runner exited ${ended.code}`;
       throw ApplicationFailure.retryable(
-        `${why} during ${hook} on ${ref.unit}: ${stderr.trim().slice(-500)}`,
+        `${why} during ${hook} on ${ref.unit}: ${stderr.text().trim().slice(-500)}`,
         'RunnerLost',
       );
     }
