@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +25,7 @@ import { openStore, type Store } from '../store/store.ts';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const MODEL = 'hosts';
 const HTTP_HOOKS = join(projectRoot, 'examples/charms/http-hooks');
@@ -264,7 +266,24 @@ describe('machines on a test fleet', { skip: fleetUnsupportedReason() }, () => {
     const r = await cli('add-machine', `ssh:root@${h.address}:2222`, '--private-key', h.privateKeyPath, '-m', MODEL);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /operation \d+ \(add-machine\) failed: cannot reach root@.*:2222: connection refused/);
-    const m = (await machines()).find((x) => x.ssh?.port === 2222);
+    const failed = (await machines()).find((x) => x.ssh?.port === 2222);
+    assert.equal(failed.state, 'error');
+    // the failed machine does not block a retry of the same host: it is replaced
+    const retry = await cli(
+      'add-machine',
+      `ssh:root@${h.address}:2222`,
+      '--private-key',
+      h.privateKeyPath,
+      '-m',
+      MODEL,
+    );
+    assert.equal(retry.code, 1);
+    assert.doesNotMatch(retry.stderr, /already a machine/);
+    assert.match(retry.stderr, /operation \d+ \(add-machine\) failed: cannot reach root@.*:2222: connection refused/);
+    const closed = (await machines()).filter((x) => x.ssh?.port === 2222);
+    assert.equal(closed.length, 1, 'the retry replaced the failed record');
+    const m = closed[0];
+    assert.notEqual(m.id, failed.id);
     closedPortId = m.id;
     assert.equal(m.state, 'error');
     assert.match(m.message, /connection refused/);
@@ -305,6 +324,37 @@ describe('machines on a test fleet', { skip: fleetUnsupportedReason() }, () => {
       .execute();
     for (const p of params) assert.ok(!JSON.stringify(p.params).includes(keyLine));
     assert.ok(!readFileSync(join(c.dataDir, 'logs', 'temporal.log'), 'utf8').includes(keyLine));
+  });
+
+  test('provisioning heartbeats: a worker lost mid-way is noticed in seconds, not at the timeout', async () => {
+    // a host that accepts the connection and never speaks SSH: the login waits
+    const silent = createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const res = await c.api('POST', `/v1/models/${MODEL}/machines`, {
+        ssh: { host: '127.0.0.1', port },
+        privateKey: readFileSync(fleet.hosts[0].privateKeyPath, 'utf8'),
+      });
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      const handle = c.client.workflow.getHandle(res.body.operation.workflowId);
+      const pending = await waitFor(
+        'provisionMachine heartbeating',
+        async () => {
+          const d = await handle.describe();
+          const a = d.raw.pendingActivities?.find((p) => p.activityType?.name === 'provisionMachine');
+          return a?.lastHeartbeatTime ? a : null;
+        },
+        9_000,
+      );
+      assert.ok(pending.heartbeatDetails, 'the heartbeat names the machine');
+      const done = await c.waitOperation(res.body.operation.id, 120_000);
+      assert.equal(done.state, 'failed');
+      const r = await cli('remove-machine', res.body.machineId, '--force', '-m', MODEL);
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      silent.close();
+    }
   });
 
   test('remove-machine cleans the host; --force forgets an unreachable one', async () => {

@@ -169,12 +169,27 @@ export const machineRoutes: FastifyPluginAsyncZod = async (app) => {
           intent: async (tx, operationId) => {
             const existing = await tx
               .selectFrom('machines')
-              .select('id')
+              .select(['id', 'state', 'life'])
               .where('model_uuid', '=', model.uuid)
               .where('host', '=', ssh.host)
               .where('port', '=', ssh.port)
+              .forUpdate()
               .executeTakeFirst();
-            if (existing) throw taken();
+            if (existing) {
+              // a failed add-machine of this host, never used: the retry replaces it
+              const used = await tx
+                .selectFrom('units')
+                .select('name')
+                .where('model_uuid', '=', model.uuid)
+                .where('machine_id', '=', existing.id)
+                .executeTakeFirst();
+              if (existing.state !== 'error' || existing.life !== 'alive' || used) throw taken();
+              await tx
+                .deleteFrom('machines')
+                .where('model_uuid', '=', model.uuid)
+                .where('id', '=', existing.id)
+                .execute();
+            }
             machineId = String(await nextModelSequence(tx, model.uuid, 'machine'));
             await tx
               .insertInto('machines')
