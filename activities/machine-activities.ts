@@ -478,7 +478,15 @@ export function createMachineActivities(deps: ActivityDeps) {
      * controller's key (SSH), its directories and the hook runtime in place.
      */
     async provisionMachine(modelName: string, id: string): Promise<void> {
-      return provision(modelName, id);
+      // a worker lost mid-way is noticed within the heartbeat timeout, and the retry
+      // goes on from what is already there (each step checks before it acts)
+      heartbeat({ machine: id });
+      const beat = setInterval(() => heartbeat({ machine: id }), 5_000);
+      try {
+        return await provision(modelName, id);
+      } finally {
+        clearInterval(beat);
+      }
     },
     /** Provisioning failed for good (retries exhausted): the machine shows why. */
     async markMachineError(modelName: string, id: string, message: string): Promise<void> {

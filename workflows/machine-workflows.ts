@@ -8,6 +8,8 @@ import { failureMessage, type OperationInput, runOperation } from './operation.t
 // channel; an unreachable host or a changed host key fails at once (non-retryable).
 const provisioning = proxyActivities<MachineActivities>({
   startToCloseTimeout: '2 minutes',
+  // provisionMachine heartbeats every 5 s: a crashed worker costs 30 s, not the whole timeout
+  heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '20 seconds', maximumAttempts: 4 },
 });
 
