@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { LocalSpawner } from './local-spawner.ts';
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput } from './machine-shell.ts';
+import { outputCollector } from './output-tail.ts';
 import {
   acceptStdin,
   type ExecRequest,
@@ -97,8 +98,9 @@ export class LocalSubstrate implements Substrate {
               umask: 0o022,
             },
       );
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
+      // The caller that streams a stream keeps it: only a tail of it stays here.
+      const out = outputCollector(req.onStdout !== undefined);
+      const err = outputCollector(req.onStderr !== undefined);
       let code: number | null = null;
       let failure: unknown;
       let timer: NodeJS.Timeout | undefined;
@@ -112,8 +114,7 @@ export class LocalSubstrate implements Substrate {
         clearTimeout(graceTimer);
         req.signal?.removeEventListener('abort', kill);
         if (failure !== undefined) reject(failure);
-        else
-          resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+        else resolve({ code, stdout: out.text(), stderr: err.text() });
       };
       const kill = () => {
         child.killGroup('SIGKILL');

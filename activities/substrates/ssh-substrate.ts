@@ -4,6 +4,7 @@
 // nothing is installed on the host, and a command costs a channel, not a handshake.
 
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput, shellQuote } from './machine-shell.ts';
+import { outputCollector } from './output-tail.ts';
 import { type OpenedExec, SshPool, type SshPoolOptions, type SshPoolStats } from './ssh-pool.ts';
 import {
   acceptStdin,
@@ -150,8 +151,9 @@ export class SshSubstrate implements Substrate {
     const { channel } = opened;
     req.onStarted?.();
     return new Promise<ExecResult>((resolve, reject) => {
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
+      // The caller that streams a stream keeps it: only a tail of it stays here.
+      const out = outputCollector(req.onStdout !== undefined);
+      const err = outputCollector(req.onStderr !== undefined);
       let code: number | null = null;
       let callbackError: unknown;
       let pgid: number | undefined;
@@ -167,8 +169,7 @@ export class SshSubstrate implements Substrate {
         clearTimeout(graceTimer);
         stop.removeEventListener('abort', kill);
         if (callbackError !== undefined) reject(callbackError);
-        else
-          resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+        else resolve({ code, stdout: out.text(), stderr: err.text() });
       };
       const killGroup = () => {
         const close = () => {
