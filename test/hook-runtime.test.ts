@@ -463,6 +463,24 @@ describe('hook runtime', () => {
     assert.ok(!run.events.some((e) => e.type === 'status' || e.type === 'app-version'));
   });
 
+  test('a hook printing 50 MB in one line streams all of it; the result keeps a bounded tail', async () => {
+    const where = deploy('tools-charm');
+    writeFileSync(path.join(where.charmDir, 'script.sh'), "head -c 50000000 /dev/zero | tr '\\0' x\necho\necho LAST\n");
+    const run = await runHook(context(where, { name: 'start' }));
+    assert.equal(run.result?.exitCode, 0);
+    const lines = outputs(run, 'stdout');
+    assert.equal(
+      lines.reduce((n, l) => n + (l === 'LAST' ? 0 : l.length), 0),
+      50_000_000,
+    );
+    const longest = lines.reduce((m, l) => Math.max(m, l.length), 0);
+    assert.ok(longest <= 16384, `longest line ${longest}`);
+    const tail = run.result!.tail;
+    assert.ok(tail.length <= 20, `${tail.length} lines kept`);
+    assert.equal(tail[tail.length - 1], 'LAST');
+    assert.ok(Buffer.byteLength(tail.join('\n')) <= 20 * 16384);
+  });
+
   test('a non-leader may not write application data', async () => {
     const where = deploy('tools-charm');
     writeFileSync(

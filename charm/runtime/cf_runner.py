@@ -533,6 +533,10 @@ def run_hook(ctx, hook_dir, rec):
             line, data = data[:k], data[k + 1:]
             if line.endswith(b'\r'):
                 line = line[:-1]
+            # a long line that ends in this read is cut like one still open
+            while len(line) > MAX_LINE:
+                rec.output(names[fd], line[:MAX_LINE].decode('utf-8', 'replace'))
+                line = line[MAX_LINE:]
             rec.output(names[fd], line.decode('utf-8', 'replace'))
         while len(data) > MAX_LINE:
             rec.output(names[fd], data[:MAX_LINE].decode('utf-8', 'replace'))
