@@ -8,7 +8,12 @@ import { ErrorBody, IdParam, Operation, OperationsQuery } from '../schemas.ts';
 
 /** A unit's state in an operation that needs nothing more from it. */
 const settled = (state: string) =>
-  state === 'done' || state === 'no agent' || state.startsWith('error') || state.startsWith('removed');
+  state === 'done' ||
+  state === 'no agent' ||
+  state.startsWith('error') ||
+  state.startsWith('removed') ||
+  // what the unit waits on (its machine in error, ...) says more than its last hook run
+  state.startsWith('waiting: ');
 
 /**
  * A running operation's per-unit progress, live. The workflow records milestones
