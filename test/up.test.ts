@@ -17,6 +17,9 @@ interface Up {
   exited: Promise<number | null>;
 }
 
+/** Every `up` a test started, stopped at the end even when the test failed half way. */
+const started: Up[] = [];
+
 function startUp(env: Record<string, string>, command = [process.execPath, cliPath, 'up']): Up {
   const child = spawn(command[0], [...command.slice(1), '--headless', '--quiet'], {
     env: { ...process.env, ...env },
@@ -30,7 +33,9 @@ function startUp(env: Record<string, string>, command = [process.execPath, cliPa
     out += d;
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, output: () => out, exited };
+  const up = { child, output: () => out, exited };
+  started.push(up);
+  return up;
 }
 
 async function waitHealthy(url: string, up: Up, timeoutMs = 90_000): Promise<number> {
@@ -119,7 +124,20 @@ function describeProcs(pids: number[]): string {
 
 describe('charmflow up', () => {
   const dirs: string[] = [];
-  after(() => {
+  after(async () => {
+    for (const up of started) {
+      if (up.child.exitCode !== null || up.child.signalCode !== null) continue;
+      const tree = descendants(up.child.pid!);
+      up.child.kill('SIGTERM');
+      await Promise.race([up.exited, new Promise((r) => setTimeout(r, 15_000))]);
+      for (const pid of [up.child.pid!, ...tree]) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
