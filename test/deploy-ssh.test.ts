@@ -146,6 +146,33 @@ describe('deploy onto SSH machines and the local cloud', { skip: unsupported }, 
     assert.equal(runs.length, 2, 'the deploy and the first config change only');
   });
 
+  test('a config held up by a machine in error says which unit waits on which machine and why', async () => {
+    // web/0's agent still retries the refused config-changed: a new one queues behind it
+    const r = runCli(['config', 'web', 'content=held up', '-m', 'fleet', '--timeout', '25'], {
+      CHARMFLOW_DATA_DIR: c.dataDir,
+    });
+    const op = await waitFor('the config operation', async () => {
+      const ops = (await c.api('GET', '/v1/operations?model=fleet&limit=1')).body.operations;
+      return ops[0]?.kind === 'config' && ops[0].summary.includes('content') && ops[0].state === 'running'
+        ? ops[0]
+        : null;
+    });
+    const machineId = (await status('fleet')).applications.web.units['web/0'].machine;
+    const waiting = await waitFor(
+      "web/0's reason in the operation's progress",
+      async () => {
+        const view = (await c.api('GET', `/v1/operations/${op.id}`)).body;
+        const state = view.progress?.units?.['web/0'];
+        return typeof state === 'string' && state.startsWith('waiting: ') ? state : null;
+      },
+      20_000,
+    );
+    assert.match(waiting, new RegExp(`^waiting: machine ${machineId} is in error: .*host key`));
+    const done = await r;
+    assert.equal(done.code, 1, 'fails after its own timeout');
+    assert.match(done.stderr, new RegExp(`not done within 25s on web/0: waiting: machine ${machineId} is in error`));
+  });
+
   test('--force removes an application whose unit sits on the refused machine', async () => {
     const plain = await cli('remove-application', 'web', '-m', 'fleet', '--timeout', '5');
     assert.equal(plain.code, 1);

@@ -80,8 +80,14 @@ export class UnitTracker {
   }
 
   set(unit: string, state: string): void {
+    if (this.state[unit] === state) return;
     this.state[unit] = state;
     this.dirty = true;
+  }
+
+  /** Units neither finished nor failed. */
+  open(): string[] {
+    return Object.keys(this.state).filter((u) => !this.finished.has(u) && !(u in this.errors));
   }
 
   /** Waits until every unit finished or one failed, publishing progress meanwhile. */
@@ -262,7 +268,35 @@ async function deliverWhenAgentRuns(
   }
 }
 
-export async function configWorkflow(input: UnitsInput): Promise<void> {
+/** How often an operation looks for what holds up its units. */
+const WAIT_REASON_MS = 5_000;
+
+/**
+ * While units are not done, shows in the operation's progress what each waits on
+ * (its machine in error or unreachable, the unit in error on an earlier hook), so
+ * an operation held up says why instead of just running.
+ */
+async function explainWaits(input: ApplicationOperationInput, tracker: UnitTracker, until: () => boolean) {
+  while (!until()) {
+    await sleep(WAIT_REASON_MS);
+    const open = tracker.open().filter((u) => !tracker.state[u].startsWith('waiting: no unit agent'));
+    if (until() || open.length === 0) continue;
+    const reasons = await units.unitWaitReasons(input.modelUuid, open);
+    for (const u of open) {
+      if (tracker.finished.has(u) || u in tracker.errors) continue;
+      const why = reasons[u];
+      if (why && why !== 'gone') tracker.set(u, `waiting: ${why}`);
+      else if (tracker.state[u].startsWith('waiting: ')) tracker.set(u, 'queued config-changed');
+    }
+  }
+}
+
+export interface ConfigInput extends UnitsInput {
+  /** Fail the operation if the units are not done within this many seconds. */
+  timeoutSeconds?: number;
+}
+
+export async function configWorkflow(input: ConfigInput): Promise<void> {
   tagApplication(input);
   await runOperation(input, async (ctx) => {
     const tracker = new UnitTracker(input, input.units, 'config-changed', 'queued config-changed');
@@ -271,8 +305,19 @@ export async function configWorkflow(input: UnitsInput): Promise<void> {
     const events = [{ hook: 'config-changed', notify: self }];
     // agents not started yet are waited for while the others run the hook
     void Promise.all(input.units.map((u) => deliverWhenAgentRuns(input, tracker, u, events)));
-    const outcome = await tracker.wait('running config-changed');
+    let settled = false;
+    void explainWaits(input, tracker, () => settled);
+    const timeoutMs = input.timeoutSeconds === undefined ? undefined : input.timeoutSeconds * 1000;
+    const outcome = await tracker.wait('running config-changed', timeoutMs);
+    settled = true;
     if (outcome === 'error') throw ApplicationFailure.nonRetryable(tracker.errorSummary(), 'HookFailed');
+    if (outcome === 'timeout') {
+      const stuck = tracker.open().map((u) => `${u}: ${tracker.state[u]}`);
+      throw ApplicationFailure.nonRetryable(
+        `config-changed not done within ${input.timeoutSeconds}s on ${stuck.join('; ')}`,
+        'Timeout',
+      );
+    }
   });
 }
 

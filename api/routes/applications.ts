@@ -40,6 +40,9 @@ export const ConfigBody = z.strictObject({
   reset: z.array(Text.min(1)).default([]),
 });
 
+/** timeout: fail the config operation when its units are not done within this many seconds. */
+const ConfigQuery = z.strictObject({ timeout: queryInt(1, 86_400).optional() });
+
 const RemoveQuery = z.strictObject({
   force: z.enum(['true', 'false']).default('false'),
   timeout: queryInt(1, 86_400).default(300),
@@ -279,6 +282,7 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['applications'],
         params: AppParams,
         body: ConfigBody,
+        querystring: ConfigQuery,
         response: { 202: Accepted, ...errors },
       },
     },
@@ -316,7 +320,15 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
         // values may be secrets: only the keys go into the operation record
         params: { keys: changed },
         args: (operationId) => [
-          { operationId, model: model.name, modelUuid: model.uuid, kind: 'config', application: row.name, units },
+          {
+            operationId,
+            model: model.name,
+            modelUuid: model.uuid,
+            kind: 'config',
+            application: row.name,
+            units,
+            ...(req.query.timeout !== undefined ? { timeoutSeconds: req.query.timeout } : {}),
+          },
         ],
         intent: async (tx) => {
           const current = await tx

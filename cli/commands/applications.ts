@@ -75,14 +75,17 @@ export function registerApplications(program: Command): void {
       .command('config <application> [assignments...]')
       .description("Show an application's config, or set values (key=value ...) and run config-changed on every unit")
       .option('--reset <keys>', 'comma-separated keys to reset to their defaults')
+      .option('--timeout <seconds>', 'fail if config-changed is not done on every unit within this time')
       .option('--format <format>', 'json, yaml or tabular (when showing)')
       .option('--no-wait', 'return at once with the operation id'),
   ).action(
     async (
       application: string,
       assignments: string[],
-      opts: { reset?: string; format?: string; wait: boolean; model: string },
+      opts: { reset?: string; timeout?: string; format?: string; wait: boolean; model: string },
     ) => {
+      if (opts.timeout !== undefined && !/^\d+$/.test(opts.timeout))
+        throw new CliError(`invalid --timeout "${opts.timeout}": expected seconds`, 2);
       const api = new ApiClient();
       const path = `/v1/models/${enc(opts.model)}/applications/${enc(application)}/config`;
       if (assignments.length === 0 && !opts.reset) {
@@ -99,7 +102,8 @@ export function registerApplications(program: Command): void {
             .map((s) => s.trim())
             .filter(Boolean)
         : [];
-      const { operation } = await api.put<{ operation: Operation }>(path, { set, reset });
+      const query = opts.timeout !== undefined ? `?${new URLSearchParams({ timeout: opts.timeout })}` : '';
+      const { operation } = await api.put<{ operation: Operation }>(`${path}${query}`, { set, reset });
       await finishMutation(api, operation, opts, () => `Configured "${application}".`);
     },
   );
