@@ -87,7 +87,7 @@ function killStale(pidFile: string): void {
  * the server's status. It writes the server's own pid to the pid file.
  * argv: controller pid, pid file, server command...
  */
-const GUARD = `
+export const GUARD = `
 import ctypes, os, signal, sys, threading
 controller, pid_file, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 def pdeathsig(sig):
@@ -104,7 +104,7 @@ if server == 0:
     pdeathsig(signal.SIGKILL)
     if os.getppid() != guard:
         os._exit(70)
-    os.execv(cmd[0], cmd)
+    os.execvp(cmd[0], cmd)
 with open(pid_file + ".tmp", "w") as f:
     f.write(str(server))
 os.replace(pid_file + ".tmp", pid_file)
@@ -138,7 +138,8 @@ sys.exit(128 - code if code < 0 else code)
 `;
 
 let pythonFound: string | null | undefined;
-function python(): string | null {
+/** The python3 that runs the guard, or null when there is none (the server then runs unguarded). */
+export function python(): string | null {
   if (pythonFound === undefined) {
     const candidate = process.env.CHARMFLOW_PYTHON || 'python3';
     pythonFound = spawnSync(candidate, ['-c', ''], { stdio: 'ignore' }).status === 0 ? candidate : null;
