@@ -7,6 +7,7 @@
 // Re-record only when a change is meant to break replay of the old histories
 // (which running workflows would then fail): see "Versioning workflows" in README.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import proto from '@temporalio/proto';
@@ -81,9 +82,11 @@ try {
       enums: String,
       bytes: String,
     });
-    writeFileSync(join(out, `${name}.json`), `${JSON.stringify(json, null, 1)}\n`);
+    writeFileSync(join(out, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`);
     process.stdout.write(`${name}: ${workflowId} (${history.events?.length} events)\n`);
   }
+  // in the repository's own JSON style, so `npm run lint` passes them
+  execFileSync(join(projectRoot, 'node_modules', '.bin', 'biome'), ['format', '--write', out], { stdio: 'inherit' });
 } finally {
   await c.stop();
 }
