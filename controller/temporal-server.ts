@@ -236,7 +236,11 @@ export async function startTemporalServer(opts: TemporalServerOptions & Temporal
         }),
       ]);
     } catch (err) {
-      if (!run.done) process.kill(-run.child.pid!, 'SIGKILL');
+      try {
+        if (!run.done) process.kill(-run.child.pid!, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
       throw err;
     }
   };
