@@ -131,6 +131,49 @@ describe('unit lifecycle', () => {
     assert.equal((await cli('remove-application', 'retrying')).code, 0);
   });
 
+  test('a retry asked for during an automatic retry runs the hook again at once if that attempt fails', async () => {
+    const d = await cli(
+      'deploy',
+      counterCharm,
+      'eager',
+      '--config',
+      'fail-hook=install',
+      '--config',
+      'sleep=4',
+      '--no-wait',
+    );
+    assert.equal(d.code, 0, d.stderr);
+    const agent = await waitFor('the agent of eager/0', async () => {
+      const a = await agentOf('eager/0');
+      return (await a.describe().then(
+        () => true,
+        () => false,
+      ))
+        ? a
+        : null;
+    });
+    const view = () => agent.query(unitAgentQuery);
+    await waitFor(
+      'the automatic retry running',
+      async () => {
+        const v = await view();
+        return v.failure?.attempts === 1 && v.current === 'install';
+      },
+      30_000,
+    );
+    const r = await c.api('POST', '/v1/models/default/units/eager/0/resolve', { retry: true });
+    assert.equal(r.status, 202);
+    const op = await c.waitOperation(r.body.operation.id, 30_000);
+    assert.equal(op.progress.outcome, 'retrying');
+    assert.match(op.progress.step, /again at once if this attempt fails/);
+    await waitFor('the second attempt failed', async () => (await view()).failure?.attempts === 2, 30_000);
+    const failedAt = Date.now();
+    // not after the 10 s backoff: at once
+    await waitFor('the third attempt running', async () => (await view()).current === 'install', 30_000);
+    assert.ok(Date.now() - failedAt < 4_000, `third attempt began ${Date.now() - failedAt} ms after the second failed`);
+    assert.equal((await cli('remove-application', 'eager', '--force')).code, 0);
+  });
+
   test('destroy-model ends what its units run, their agents and machines; the name is free at once', async () => {
     const add = await cli('add-model', 'doomed');
     assert.equal(add.code, 0, add.stderr);

@@ -8,6 +8,7 @@ import {
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -66,6 +67,12 @@ const hooks = proxyActivities<HookActivities>(HOOK_ACTIVITY);
 
 // markHookFailed, markHookSkipped, finishUnitRemoval: never given up on
 const quick = proxyActivities<HookActivities>({ ...BOOKKEEPING_ACTIVITY, startToCloseTimeout: '5 minutes' });
+
+/**
+ * Patch ids (`patched()`), one per change to code running agents execute; each is
+ * retired as the README's "Versioning workflows" says.
+ */
+export const PATCH_RETRY_AFTER_RUNNING_RETRY = 'resolve-retry-while-retrying';
 
 /** Hooks handed to the machine in one go, at most. */
 export const MAX_BATCH = 8;
@@ -156,6 +163,8 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     if (pending) pending.result = result;
     pending = null;
   };
+  // a resolve (retry) that came while an automatic retry ran: a failure of that attempt is retried at once
+  let retryAtOnce = false;
   const ask = (r: ResolveRequest) => {
     const p = pending ?? { retry: r.retry };
     p.retry = r.retry; // the latest request wins; earlier askers get its answer
@@ -174,6 +183,15 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     async (r): Promise<ResolveResult> => {
       const hook = state.failure?.event.hook ?? 'failed';
       if (busy && r.retry) {
+        // patch 2026-12 (README: Versioning workflows): the retry asked for is kept,
+        // so if the running attempt fails the hook runs again at once, not after backoff
+        if (patched(PATCH_RETRY_AFTER_RUNNING_RETRY)) {
+          retryAtOnce = true;
+          return {
+            outcome: 'retrying',
+            message: `the ${hook} hook of ${ref.unit} is being retried now (and again at once if this attempt fails)`,
+          };
+        }
         return { outcome: 'retrying', message: `the ${hook} hook of ${ref.unit} is being retried now` };
       }
       const p = ask(r);
@@ -273,6 +291,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       }
     }
     if (!failed) {
+      retryAtOnce = false;
       // a skip asked for while the automatic retry ran: the retry succeeded
       answer({ outcome: 'succeeded', message: `the failed hook of ${ref.unit} succeeded on its automatic retry` });
       continue;
@@ -287,7 +306,8 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     const delay = retryDelayMs(attempts);
     setCurrentDetails(`${ref.unit}: ${ev.hook} hook failed; retrying in ${Math.round(delay / 1000)}s or on resolve`);
     // a resolve that came while the hook ran is still pending: acted on at once
-    await condition(() => pending !== null, delay);
+    await condition(() => pending !== null || retryAtOnce, delay);
+    retryAtOnce = false;
     const request = pending as { retry: boolean } | null;
     if (request?.retry) answer({ outcome: 'retried', message: `retrying the ${ev.hook} hook of ${ref.unit} now` });
     if (request !== null && !request.retry) {
