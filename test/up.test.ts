@@ -213,6 +213,12 @@ describe('charmflow up', () => {
     const started = descendants(up.child.pid!);
     const names = describeProcs(started);
     assert.match(names, /start-dev/, `the dev server is among them:\n${names}`);
+    // npm's script became the controller itself (no shell between), young generation still small
+    const [script] = descendants(up.child.pid!).filter((p) => {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === up.child.pid;
+    });
+    assert.match(describeProcs([script]), /^\d+: node --max-semi-space-size=4 scripts\/start\.js --headless --quiet/);
     // what a process manager does: signal the process it started, npm, and nothing else
     up.child.kill('SIGTERM');
     const left = await waitGone(started, 15_000);
