@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { chmod, chown, lchown, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ApplicationFailure, heartbeat } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { sql } from 'kysely';
 import type { MachineRow } from '../store/schema.ts';
 import { nextModelSequence } from '../store/sequences.ts';
@@ -127,6 +127,17 @@ export function killModelProcessesCommand(modelUuid: string, root: string): stri
     'done',
     'true',
   ].join('\n');
+}
+
+/** Heartbeats when called in an activity; a direct call (a test, a script) has no one to tell. */
+function heartbeat(details?: unknown): void {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return;
+  }
+  ctx.heartbeat(details);
 }
 
 /** Machines a provisionMachines activity prepares at once. */
