@@ -29,7 +29,7 @@ export function removeDataDir(env: ControllerEnv): void {
 /** The node flags `npm start` runs the controller with, from package.json. */
 function startFlags(): string[] {
   const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8'));
-  const m = /node ((?:--\S+ )*)bin\/charmflow\.js up/.exec(pkg.scripts.start);
+  const m = /node ((?:--\S+ )*)(?:bin\/charmflow\.js up|scripts\/start\.js)/.exec(pkg.scripts.start);
   if (!m) throw new Error(`cannot read the controller's node flags from "npm start": ${pkg.scripts.start}`);
   return m[1].split(' ').filter(Boolean);
 }
