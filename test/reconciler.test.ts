@@ -88,7 +88,7 @@ describe('start-up after a crash part way', () => {
     const client = new Client({ connection });
     let row: Awaited<ReturnType<typeof startOperation>>;
     try {
-      row = await connection.withDeadline(Date.now() + 3000, () =>
+      row = await connection.withDeadline(Date.now() + 30_000, () =>
         startOperation(store.db, { client, taskQueue: 'nowhere' }, createModelRequest('unsure')),
       );
     } finally {
@@ -136,6 +136,22 @@ describe('start-up after a crash part way', () => {
     const runs: string[] = [];
     for await (const w of c.client.workflow.list({ query: `WorkflowId = '${row.workflow_id}'` })) runs.push(w.runId);
     assert.equal(runs.length, 1);
+
+    // a start Temporal refuses (no such namespace) undoes the intent and fails the operation
+    const refusing = new Client({ connection: c.client.connection, namespace: 'no-such-namespace' });
+    await assert.rejects(
+      startOperation(c.store.db, { client: refusing, taskQueue: 'nowhere' }, createModelRequest('refused')),
+      (err: Error & { statusCode?: number }) => err.statusCode === 503 && /refused/.test(err.message),
+    );
+    const refused = await c.store.db
+      .selectFrom('operations')
+      .selectAll()
+      .where('model_name', '=', 'refused')
+      .executeTakeFirstOrThrow();
+    assert.equal(refused.state, 'failed');
+    assert.match(refused.error ?? '', /could not start workflow: .*no-such-namespace/i);
+    const gone = await c.store.db.selectFrom('models').select('name').where('name', '=', 'refused').executeTakeFirst();
+    assert.equal(gone, undefined, 'the intent is undone');
     await c.stop();
     c = undefined;
   });
