@@ -213,6 +213,7 @@ describe('charmflow up', () => {
     const started = descendants(up.child.pid!);
     const names = describeProcs(started);
     assert.match(names, /start-dev/, `the dev server is among them:\n${names}`);
+    assert.doesNotMatch(names, /esbuild/, `the build's service does not outlive the build:\n${names}`);
     // npm's script became the controller itself (no shell between), young generation still small
     const [script] = descendants(up.child.pid!).filter((p) => {
       const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
@@ -220,11 +221,15 @@ describe('charmflow up', () => {
     });
     assert.match(describeProcs([script]), /^\d+: node --max-semi-space-size=4 scripts\/start\.js --headless --quiet/);
     // what a process manager does: signal the process it started, npm, and nothing else
+    const t0 = Date.now();
     up.child.kill('SIGTERM');
     const left = await waitGone(started, 15_000);
     assert.deepEqual(left, [], `still running 15 s after SIGTERM to npm:\n${describeProcs(left)}`);
     assert.deepEqual(processesMentioning(dataDir), []);
     await up.exited;
+    process.stderr.write(
+      `# npm start: all ${started.length} processes gone ${Date.now() - t0} ms after SIGTERM to npm\n`,
+    );
   });
 
   test('the dev server is restarted when it dies (/healthz says so meanwhile), and never outlives a SIGKILLed up', async () => {
@@ -268,9 +273,11 @@ describe('charmflow up', () => {
     // a controller killed outright leaves no dev server (nor its guard) behind
     const tree = descendants(up.child.pid!);
     assert.ok(tree.includes(second));
+    const t0 = Date.now();
     up.child.kill('SIGKILL');
     await up.exited;
     const left = await waitGone(tree, 5000);
+    process.stderr.write(`# up: guard and dev server gone ${Date.now() - t0} ms after SIGKILL of up\n`);
     assert.deepEqual(left, [], `left running 5 s after SIGKILL of up:\n${describeProcs(left)}`);
     assert.deepEqual(processesMentioning(dataDir), []);
     process.stderr.write(`# up: dev server back and healthy ${backMs} ms after it was killed\n`);
