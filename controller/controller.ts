@@ -206,7 +206,17 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     const embedded = temporal;
     const health: Record<string, HealthProbe> = {
       // the embedded server's supervisor knows at once that it is down; else Temporal must answer
-      temporal: async () => (embedded && !embedded.health().ok ? embedded.health() : temporalReachable(temporalDeps)),
+      temporal: async () => {
+        if (!embedded) return temporalReachable(temporalDeps);
+        if (!embedded.health().ok) return embedded.health();
+        // a probe of a server that just died can wait out its restart and answer: that restart is news
+        const exits = embedded.exits;
+        const answer = await temporalReachable(temporalDeps);
+        if (embedded.exits !== exits) {
+          return { ok: false, detail: 'the embedded Temporal dev server exited and was restarted during this check' };
+        }
+        return embedded.health().ok ? answer : embedded.health();
+      },
     };
     let substrates: Substrates | undefined;
     if (opts.worker !== false) {

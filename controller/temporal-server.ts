@@ -38,6 +38,8 @@ export interface TemporalServer {
   readonly pid: number | undefined;
   /** Down while the server is being restarted after it exited. */
   health(): { ok: boolean; detail?: string };
+  /** How many times the server was found dead (a check that spans a restart sees it change). */
+  readonly exits: number;
   stop(): Promise<void>;
 }
 
@@ -249,6 +251,7 @@ export async function startTemporalServer(opts: TemporalServerOptions & Temporal
   await ready(current);
   let stopping = false;
   let down: string | null = null;
+  let exits = 0;
   let wake: (() => void) | undefined;
   const sleep = (ms: number) =>
     new Promise<void>((r) => {
@@ -266,6 +269,7 @@ export async function startTemporalServer(opts: TemporalServerOptions & Temporal
       const how = await current.exited;
       if (stopping) return;
       down = `the embedded Temporal dev server exited (${how}); restarting`;
+      exits++;
       if (Date.now() - upSince >= STABLE_MS) delay = RESTART_MIN_MS;
       say(`the Temporal dev server exited (${how}); starting it again in ${delay / 1000}s (log: ${opts.logFile})`);
       await sleep(delay);
@@ -290,6 +294,9 @@ export async function startTemporalServer(opts: TemporalServerOptions & Temporal
     uiUrl: opts.headless ? null : `http://127.0.0.1:${opts.uiPort}`,
     get pid() {
       return readPid(opts.pidFile) ?? current.child.pid;
+    },
+    get exits() {
+      return exits;
     },
     health() {
       return down === null ? { ok: true } : { ok: false, detail: down };
