@@ -173,7 +173,14 @@ export async function startController(config: ControllerConfig, opts: StartOptio
   };
   try {
     say(config.databaseUrl ? 'opening the model store (Postgres)' : 'opening the model store (embedded PGlite)');
-    const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: p.store });
+    const store = await openStore({
+      databaseUrl: config.databaseUrl,
+      dataDir: p.store,
+      // on Postgres there is no embedded store dir: the key sits in the data dir itself
+      secretKeyFile: config.databaseUrl
+        ? process.env.CHARMFLOW_SECRET_KEY_FILE || join(config.dataDir, 'secret-key')
+        : undefined,
+    });
     stack.push(['model store', () => store.close()]);
     await ensureClouds(store);
     const adminToken = await ensureAdminToken(store, p.adminToken);
