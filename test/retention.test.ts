@@ -1,16 +1,13 @@
 // Retention: pruning removes exactly what is old or beyond a model's cap, and never
 // what is still needed; the controller keeps a Temporal Schedule that runs it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { ensureRetentionSchedule, retentionScheduleId } from '../controller/retention-schedule.ts';
 import { DEFAULT_RETENTION, type PruneCounts, pruneStore } from '../store/retention.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
-import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
+import { storeBackends } from './helpers/postgres.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const DAY = 86_400_000;
@@ -21,27 +18,7 @@ async function ids(store: Store, table: 'log_entries' | 'status_history'): Promi
   return (await store.db.selectFrom(table).select('id').orderBy('id').execute()).map((r) => r.id);
 }
 
-const backends = [
-  { name: 'pglite', skip: undefined, open: async () => ({ store: await openStore({}), drop: async () => {} }) },
-  {
-    name: 'postgres',
-    skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
-    open: async () => {
-      const dbx = await createTestDatabase();
-      const keyDir = mkdtempSync(join(tmpdir(), 'cf-retention-key-'));
-      const store = await openStore({ databaseUrl: dbx.url, secretKeyFile: join(keyDir, 'secret-key') });
-      return {
-        store,
-        drop: async () => {
-          await dbx.drop();
-          rmSync(keyDir, { recursive: true, force: true });
-        },
-      };
-    },
-  },
-];
-
-for (const backend of backends)
+for (const backend of storeBackends)
   describe(`pruneStore (${backend.name})`, { skip: backend.skip }, () => {
     let store: Store;
     let drop: () => Promise<void>;

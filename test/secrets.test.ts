@@ -18,7 +18,7 @@ import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { StoreError } from '../store/store-error.ts';
 import { runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
-import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
+import { storeBackends } from './helpers/postgres.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const SECRET = 'hunter2-Sup3rS3cret-value';
@@ -37,27 +37,7 @@ async function failure(fn: () => Promise<unknown>): Promise<unknown> {
   assert.fail('the statement should have failed');
 }
 
-const errorBackends = [
-  { name: 'pglite', skip: undefined, open: async () => ({ store: await openStore({}), drop: async () => {} }) },
-  {
-    name: 'postgres',
-    skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
-    open: async () => {
-      const dbx = await createTestDatabase();
-      const keyDir = mkdtempSync(join(tmpdir(), 'cf-secrets-key-'));
-      const store = await openStore({ databaseUrl: dbx.url, secretKeyFile: join(keyDir, 'secret-key') });
-      return {
-        store,
-        drop: async () => {
-          await dbx.drop();
-          rmSync(keyDir, { recursive: true, force: true });
-        },
-      };
-    },
-  },
-];
-
-for (const backend of errorBackends)
+for (const backend of storeBackends)
   describe(`store errors carry no statement parameters (${backend.name})`, { skip: backend.skip }, () => {
     let store: Store;
     let drop: () => Promise<void>;

@@ -1,6 +1,10 @@
 // A fresh database on the Postgres that CI starts (CHARMFLOW_TEST_DATABASE_URL points
 // at its maintenance database). Tests that need real Postgres skip without it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
+import { openStore, type Store } from '../../store/store.ts';
 
 export const postgresUrl = process.env.CHARMFLOW_TEST_DATABASE_URL;
 
@@ -23,3 +27,32 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
     },
   };
 }
+
+export interface StoreBackend {
+  name: 'pglite' | 'postgres';
+  /** Why the backend is skipped here, if it is. */
+  skip: string | undefined;
+  /** A fresh store on the backend, and what removes it. */
+  open(): Promise<{ store: Store; drop(): Promise<void> }>;
+}
+
+/** An in-memory PGlite store, and one on a fresh Postgres database (with its own key file). */
+export const storeBackends: StoreBackend[] = [
+  { name: 'pglite', skip: undefined, open: async () => ({ store: await openStore({}), drop: async () => {} }) },
+  {
+    name: 'postgres',
+    skip: postgresUrl ? undefined : 'CHARMFLOW_TEST_DATABASE_URL not set (CI sets it)',
+    open: async () => {
+      const dbx = await createTestDatabase();
+      const keyDir = mkdtempSync(join(tmpdir(), 'cf-store-key-'));
+      const store = await openStore({ databaseUrl: dbx.url, secretKeyFile: join(keyDir, 'secret-key') });
+      return {
+        store,
+        drop: async () => {
+          await dbx.drop();
+          rmSync(keyDir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+];
