@@ -70,6 +70,9 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
   const batch = Math.max(1, Math.floor(policy.batchSize));
   const counts: PruneCounts = { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 };
   const tick = () => opts.onBatch?.({ ...counts });
+  /** Runs one batched DELETE until it removes less than a batch; how many rows went. */
+  const drain = (statement: () => Promise<{ numDeletedRows: bigint }>) =>
+    inBatches(batch, async () => deleted(await statement()), tick);
   const models = (await db.selectFrom('models').select('uuid').execute()).map((m) => m.uuid);
 
   /** The id at and below which a model's rows of `table` are beyond its cap of `keep`. */
@@ -90,41 +93,31 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
   // the oldest line is recent (the usual case between runs): nothing is old
   const oldest = await db.selectFrom('log_entries').select('at').orderBy('id').limit(1).executeTakeFirst();
   if (oldest && new Date(oldest.at).getTime() < logCutoff.getTime()) {
-    counts.logEntries += await inBatches(
-      batch,
-      async () =>
-        deleted(
-          await db
-            .deleteFrom('log_entries')
-            .where('id', 'in', (eb) =>
-              eb.selectFrom('log_entries').select('id').where('at', '<', logCutoff).orderBy('id').limit(batch),
-            )
-            .executeTakeFirstOrThrow(),
-        ),
-      tick,
+    counts.logEntries += await drain(() =>
+      db
+        .deleteFrom('log_entries')
+        .where('id', 'in', (eb) =>
+          eb.selectFrom('log_entries').select('id').where('at', '<', logCutoff).orderBy('id').limit(batch),
+        )
+        .executeTakeFirstOrThrow(),
     );
   }
   for (const uuid of models) {
     const edge = await capEdge('log_entries', uuid, policy.logMaxRowsPerModel);
     if (edge === undefined) continue;
-    counts.logEntries += await inBatches(
-      batch,
-      async () =>
-        deleted(
-          await db
-            .deleteFrom('log_entries')
-            .where('id', 'in', (eb) =>
-              eb
-                .selectFrom('log_entries')
-                .select('id')
-                .where('model_uuid', '=', uuid)
-                .where('id', '<=', edge)
-                .orderBy('id')
-                .limit(batch),
-            )
-            .executeTakeFirstOrThrow(),
-        ),
-      tick,
+    counts.logEntries += await drain(() =>
+      db
+        .deleteFrom('log_entries')
+        .where('id', 'in', (eb) =>
+          eb
+            .selectFrom('log_entries')
+            .select('id')
+            .where('model_uuid', '=', uuid)
+            .where('id', '<=', edge)
+            .orderBy('id')
+            .limit(batch),
+        )
+        .executeTakeFirstOrThrow(),
     );
   }
 
@@ -140,91 +133,71 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
         .whereRef('n.id', '>', 's.id'),
     );
   const statusCutoff = before(policy.statusDays);
-  counts.statusHistory += await inBatches(
-    batch,
-    async () =>
-      deleted(
-        await db
-          .deleteFrom('status_history')
-          .where('id', 'in', (eb) =>
-            eb
-              .selectFrom('status_history as s')
-              .select('s.id')
-              .where('s.at', '<', statusCutoff)
-              .where((e) => superseded(e))
-              .orderBy('s.id')
-              .limit(batch),
-          )
-          .executeTakeFirstOrThrow(),
-      ),
-    tick,
+  counts.statusHistory += await drain(() =>
+    db
+      .deleteFrom('status_history')
+      .where('id', 'in', (eb) =>
+        eb
+          .selectFrom('status_history as s')
+          .select('s.id')
+          .where('s.at', '<', statusCutoff)
+          .where((e) => superseded(e))
+          .orderBy('s.id')
+          .limit(batch),
+      )
+      .executeTakeFirstOrThrow(),
   );
   for (const uuid of models) {
     const edge = await capEdge('status_history', uuid, policy.statusMaxRowsPerModel);
     if (edge === undefined) continue;
-    counts.statusHistory += await inBatches(
-      batch,
-      async () =>
-        deleted(
-          await db
-            .deleteFrom('status_history')
-            .where('id', 'in', (eb) =>
-              eb
-                .selectFrom('status_history as s')
-                .select('s.id')
-                .where('s.model_uuid', '=', uuid)
-                .where('s.id', '<=', edge)
-                .where((e) => superseded(e))
-                .orderBy('s.id')
-                .limit(batch),
-            )
-            .executeTakeFirstOrThrow(),
-        ),
-      tick,
+    counts.statusHistory += await drain(() =>
+      db
+        .deleteFrom('status_history')
+        .where('id', 'in', (eb) =>
+          eb
+            .selectFrom('status_history as s')
+            .select('s.id')
+            .where('s.model_uuid', '=', uuid)
+            .where('s.id', '<=', edge)
+            .where((e) => superseded(e))
+            .orderBy('s.id')
+            .limit(batch),
+        )
+        .executeTakeFirstOrThrow(),
     );
   }
 
   // hook runs: finished ones only; a running one is re-attached to by its context id
   const hookCutoff = before(policy.hookRunDays);
-  counts.hookRuns += await inBatches(
-    batch,
-    async () =>
-      deleted(
-        await db
-          .deleteFrom('hook_runs')
-          .where('context_id', 'in', (eb) =>
-            eb
-              .selectFrom('hook_runs')
-              .select('context_id')
-              .where('finished_at', 'is not', null)
-              .where('finished_at', '<', hookCutoff)
-              .limit(batch),
-          )
-          .executeTakeFirstOrThrow(),
-      ),
-    tick,
+  counts.hookRuns += await drain(() =>
+    db
+      .deleteFrom('hook_runs')
+      .where('context_id', 'in', (eb) =>
+        eb
+          .selectFrom('hook_runs')
+          .select('context_id')
+          .where('finished_at', 'is not', null)
+          .where('finished_at', '<', hookCutoff)
+          .limit(batch),
+      )
+      .executeTakeFirstOrThrow(),
   );
 
   // operations: finished ones only, never pending or running
   const opCutoff = before(policy.operationDays);
-  counts.operations += await inBatches(
-    batch,
-    async () =>
-      deleted(
-        await db
-          .deleteFrom('operations')
-          .where('id', 'in', (eb) =>
-            eb
-              .selectFrom('operations')
-              .select('id')
-              .where('state', 'in', ['succeeded', 'failed', 'cancelled'])
-              .where(sql<Date>`coalesce(finished_at, updated_at)`, '<', opCutoff)
-              .orderBy('id')
-              .limit(batch),
-          )
-          .executeTakeFirstOrThrow(),
-      ),
-    tick,
+  counts.operations += await drain(() =>
+    db
+      .deleteFrom('operations')
+      .where('id', 'in', (eb) =>
+        eb
+          .selectFrom('operations')
+          .select('id')
+          .where('state', 'in', ['succeeded', 'failed', 'cancelled'])
+          .where(sql<Date>`coalesce(finished_at, updated_at)`, '<', opCutoff)
+          .orderBy('id')
+          .limit(batch),
+      )
+      .executeTakeFirstOrThrow(),
   );
 
   // PGlite runs no autovacuum: without this, the space of deleted rows is never used
