@@ -4,6 +4,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Operation } from '../api/schemas.ts';
+import { ApiClient } from '../cli/api-client.ts';
+import { waitForOperation } from '../cli/wait.ts';
 import { cliPath, projectRoot } from '../test/helpers/cli.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { waitOperationEnd } from '../test/helpers/wait.ts';
@@ -84,5 +87,13 @@ export function apiClient(env: ControllerEnv) {
     return { status: r.status, body: await r.json() };
   }
   const waitOperation = (id: number, timeoutMs = 60_000) => waitOperationEnd((path) => api('GET', path), id, timeoutMs);
-  return { base, token, headers, api, upload, waitOperation };
+  /**
+   * Follows an operation the way `charmflow` follows one (its wait loop, its poll
+   * rate): it ends when the controller records the operation finished.
+   */
+  const followAsCli = (operation: Operation, timeoutMs: number) =>
+    waitForOperation(new ApiClient({ url: base, token }), operation, { quiet: true, timeoutMs }).catch(
+      (err: Error) => ({ state: 'failed', error: err.message, finishedAt: null }),
+    );
+  return { base, token, headers, api, upload, waitOperation, followAsCli };
 }

@@ -9,8 +9,6 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { SshSubstrate } from '../activities/substrates/ssh-substrate.ts';
 import { packCharm, readCharmDir } from '../charm/charm-archive.ts';
-import { ApiClient } from '../cli/api-client.ts';
-import { waitForOperation } from '../cli/wait.ts';
 import { paths } from '../controller/config.ts';
 import { openStore } from '../store/store.ts';
 import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
@@ -82,10 +80,7 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     if (dep.status !== 202) throw new Error(`deploy: ${JSON.stringify(dep.body)}`);
     // followed the way `charmflow deploy` follows it (its wait loop, its poll rate);
     // the deploy ends when the controller records the operation finished
-    const op = await waitForOperation(new ApiClient({ url: c.base, token: c.token }), dep.body.operation, {
-      quiet: true,
-      timeoutMs: 600_000,
-    }).catch((err: Error) => ({ state: 'failed', error: err.message, finishedAt: null }));
+    const op = await c.followAsCli(dep.body.operation, 600_000);
     const wallMs = op.finishedAt ? Date.parse(op.finishedAt) - t0Epoch : performance.now() - t0;
     const cpu = {
       controller: cpuMs(controllerPid) - cpu0.controller,

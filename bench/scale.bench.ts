@@ -11,8 +11,6 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { packCharm, readCharmDir } from '../charm/charm-archive.ts';
-import { ApiClient } from '../cli/api-client.ts';
-import { waitForOperation } from '../cli/wait.ts';
 import { paths } from '../controller/config.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
 import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
@@ -88,10 +86,7 @@ async function scaleOnce(units: number): Promise<Record<string, number | string>
         await new Promise((res) => setTimeout(res, 250));
       }
     })();
-    const op = await waitForOperation(new ApiClient({ url: c.base, token: c.token }), dep.body.operation, {
-      quiet: true,
-      timeoutMs: 1_800_000,
-    }).catch((err: Error) => ({ state: 'failed', error: err.message, finishedAt: null }));
+    const op = await c.followAsCli(dep.body.operation, 1_800_000);
     const wallMs = op.finishedAt ? Date.parse(op.finishedAt) - t0Epoch : performance.now() - t0;
     const cpu = {
       controller: cpuMs(controllerPid) - cpu0.controller,
