@@ -1,0 +1,91 @@
+// The kv example charms (examples/charms/kv-store, kv-web, ops-kv-web), for
+// tests: where they are, how to read kv-web's page, how to talk to kv-store.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const KV_STORE_CHARM = path.join(repo, 'examples', 'charms', 'kv-store');
+export const KV_WEB_CHARM = path.join(repo, 'examples', 'charms', 'kv-web');
+/** An ops charm: build it with buildOpsCharm(OPS_KV_WEB_CHARM, out) before deploying. */
+export const OPS_KV_WEB_CHARM = path.join(repo, 'examples', 'charms', 'ops-kv-web');
+
+/** What a kv-web (or ops-kv-web) unit's page says. */
+export type KvWebPage =
+  | {
+      state: 'connected';
+      /** The unit that served the page (`kv-web/0`). */
+      unit: string | null;
+      /** The kv-store unit's address and port (from its unit bag). */
+      host: string;
+      port: number;
+      database: string;
+      user: string;
+      /** The visit count after this visit. */
+      visits: number;
+    }
+  | { state: 'no-kv-store'; unit: string | null }
+  | { state: 'error'; unit: string | null; message: string };
+
+const CONNECTED = /^connected to kv-store at (\S+):(\d+) database (\S+) as (\S+); visits=(\d+)$/m;
+
+/** Parses a kv-web page; throws on a page that is none of the three kinds. */
+export function parseKvWebPage(body: string): KvWebPage {
+  const unit = /^unit (\S+)$/m.exec(body)?.[1] ?? null;
+  const m = CONNECTED.exec(body);
+  if (m) {
+    return {
+      state: 'connected',
+      unit,
+      host: m[1],
+      port: Number(m[2]),
+      database: m[3],
+      user: m[4],
+      visits: Number(m[5]),
+    };
+  }
+  if (/^no kv-store$/m.test(body)) return { state: 'no-kv-store', unit };
+  const err = /^(kv-store error at .*)$/m.exec(body);
+  if (err) return { state: 'error', unit, message: err[1] };
+  throw new Error(`not a kv-web page: ${JSON.stringify(body.slice(0, 200))}`);
+}
+
+/** GET / of a kv-web unit (each call is one visit). 200 = connected, 503 = no kv-store, 502 = kv-store error. */
+export async function fetchKvWebPage(
+  address: string,
+  port: number,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: string; page: KvWebPage }> {
+  const host = address.includes(':') ? `[${address}]` : address;
+  const res = await fetch(`http://${host}:${port}/`, { signal: AbortSignal.timeout(timeoutMs) });
+  const body = await res.text();
+  return { status: res.status, body, page: parseKvWebPage(body) };
+}
+
+export interface KvCredentials {
+  username: string;
+  password: string;
+}
+
+/**
+ * One request to a kv-store unit: PUT (with a value) or GET /kv/<database>/<key>.
+ * 200 value | 204 stored | 404 no such key | 401 bad credentials | 403 not your database.
+ */
+export async function kvStoreRequest(
+  address: string,
+  port: number,
+  creds: KvCredentials | null,
+  database: string,
+  key: string,
+  value?: string,
+): Promise<{ status: number; body: string }> {
+  const host = address.includes(':') ? `[${address}]` : address;
+  const headers: Record<string, string> = {};
+  if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+  const res = await fetch(`http://${host}:${port}/kv/${database}/${key}`, {
+    method: value === undefined ? 'GET' : 'PUT',
+    headers,
+    body: value,
+    signal: AbortSignal.timeout(10_000),
+  });
+  return { status: res.status, body: await res.text() };
+}
