@@ -616,6 +616,37 @@ describe('kv example charms', { timeout: 300_000 }, () => {
     assert.equal(existsSync(ops0.stateDir), false);
   });
 
+  test('a kv-store port change reaches kv-web; update-status revives a dead kv-store server, its data kept', async () => {
+    // web/0 is on kv-store/1 since kv-store/0 departed earlier.
+    const oldPort = store1.config.port as number;
+    const newPort = await freePort();
+    store1.config = { port: newPort };
+    const changed = await hook(store1, 'config-changed');
+    assert.equal(changed.result.changes.relationSettings['7']?.unit?.port, String(newPort));
+    assert.deepEqual(store1.ports, [`${newPort}/tcp`]);
+    assert.ok(await refused('127.0.0.2', oldPort), 'the old port is closed');
+    const databases = new Set(Object.values(leaderSettings['kv-store']).map((v) => v.split(':')[2])).size;
+    assert.deepEqual(store1.status, { status: 'active', message: `serving ${databases} database(s) on :${newPort}` });
+
+    await hook(web0, 'kv-relation-changed', { rel: kv, remoteUnit: 'kv-store/1' });
+    assert.deepEqual(web0.status, { status: 'active', message: `connected to kv-store at 127.0.0.2:${newPort}` });
+    const moved = await fetchKvWebPage('127.0.0.1', webPort);
+    assert.deepEqual(moved.page.state === 'connected' && [moved.page.host, moved.page.port, moved.page.visits], [
+      '127.0.0.2',
+      newPort,
+      2,
+    ]);
+
+    const pid = serverPid(store1)!;
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 50 && running(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await fetchKvWebPage('127.0.0.1', webPort)).status, 502, 'kv-store down: the page says so');
+    await hook(store1, 'update-status');
+    assert.notEqual(serverPid(store1), pid);
+    const back = await fetchKvWebPage('127.0.0.1', webPort);
+    assert.equal(back.page.state === 'connected' && back.page.visits, 3, back.body);
+  });
+
   test('kv-relation-broken: kv-web forgets the kv-store (blocked), the kv-store leader drops its user', async () => {
     kv.sides['kv-store'].units = [];
     kv.sides.web.units = [];
