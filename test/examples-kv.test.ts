@@ -29,6 +29,7 @@ import {
   kvStoreRequest,
   OPS_KV_WEB_CHARM,
   parseKvWebPage,
+  waitForKvWebConnected,
 } from './helpers/kv-charms.ts';
 import { freePort } from './helpers/ports.ts';
 
@@ -582,7 +583,16 @@ describe('kv example charms', { timeout: 300_000 }, () => {
       status: 'active',
       message: `connected to kv-store at 127.0.0.1:${store0.config.port}`,
     });
-    for (const visits of [1, 2]) {
+    assert.deepEqual(await waitForKvWebConnected('127.0.0.3', opsPort, { database: 'opsdb' }, 10_000), {
+      state: 'connected',
+      unit: 'opsweb/0',
+      host: '127.0.0.1',
+      port: store0.config.port,
+      database: 'opsdb',
+      user: 'opsweb-8',
+      visits: 1,
+    });
+    for (const visits of [2, 3]) {
       const { status, page, body } = await fetchKvWebPage('127.0.0.3', opsPort);
       assert.equal(status, 200, body);
       assert.deepEqual(page, {
@@ -671,6 +681,37 @@ describe('kv example charms', { timeout: 300_000 }, () => {
     assert.equal((await kvStoreRequest('127.0.0.2', port1, creds, 'webdb', 'visits')).status, 401);
     for (const u of [store0, web0]) u.relations = u.relations.filter((r) => r !== kv);
     store1.relations = store1.relations.filter((r) => r !== kv);
+  });
+
+  test('a requirer that names its database late (or badly) gets its user moved, same name and password', async () => {
+    const rel = new Relation(9, 'kv', {
+      'kv-store': { endpoint: 'kv', role: 'provides', units: ['kv-store/0'] },
+      late: { endpoint: 'kv', role: 'requires', units: ['late/0'] },
+    });
+    store0.relations.push(rel);
+    const joined = await hook(store0, 'kv-relation-joined', { rel, remoteUnit: 'late/0' });
+    const first = joined.result.changes.relationSettings['9']?.app;
+    assert.deepEqual({ ...first, password: '' }, { username: 'late-9', database: 'late', password: '' });
+
+    rel.bags.late = { database: '../etc' };
+    const bad = await hook(store0, 'kv-relation-changed', { rel, remoteUnit: 'late/0' });
+    assert.deepEqual(bad.result.changes.relationSettings, {}, 'an invalid name is ignored');
+    assert.ok(logs(bad).some((m) => m.includes('ignoring invalid database name')));
+
+    rel.bags.late = { database: 'latedb' };
+    const changed = await hook(store0, 'kv-relation-changed', { rel, remoteUnit: 'late/0' });
+    assert.deepEqual(changed.result.changes.relationSettings['9']?.app, { ...first, database: 'latedb' });
+    assert.deepEqual(changed.result.changes.leaderSettings, { 'creds-9': `late-9:${first?.password}:latedb` });
+    const late = { username: 'late-9', password: first!.password! };
+    const port = store0.config.port as number;
+    assert.equal((await kvStoreRequest('127.0.0.1', port, late, 'latedb', 'k', 'v')).status, 204);
+    assert.equal((await kvStoreRequest('127.0.0.1', port, late, 'late', 'k')).status, 403);
+
+    rel.sides.late.units = [];
+    await hook(store0, 'kv-relation-broken', { rel });
+    assert.equal((await kvStoreRequest('127.0.0.1', port, late, 'latedb', 'k')).status, 401);
+    assert.equal(leaderSettings['kv-store']['creds-9'], undefined);
+    store0.relations = store0.relations.filter((r) => r !== rel);
   });
 
   test('stop ends every server, remove deletes the workload state', async () => {

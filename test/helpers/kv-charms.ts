@@ -89,3 +89,34 @@ export async function kvStoreRequest(
   });
   return { status: res.status, body: await res.text() };
 }
+
+/**
+ * Polls a kv-web unit's page until it is connected and matches `want` (say,
+ * `{ database: 'web' }`: right after integrate the kv-store may first hand out
+ * a user on the application's own name, before the requirer's `database`
+ * arrives). Every connected poll is a visit, so `visits` goes up while waiting.
+ */
+export async function waitForKvWebConnected(
+  address: string,
+  port: number,
+  want: Partial<Omit<Extract<KvWebPage, { state: 'connected' }>, 'state'>> = {},
+  timeoutMs = 60_000,
+): Promise<Extract<KvWebPage, { state: 'connected' }>> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'nothing yet';
+  while (Date.now() < deadline) {
+    try {
+      const { page, status, body } = await fetchKvWebPage(address, port, 5_000);
+      if (page.state === 'connected' && Object.entries(want).every(([k, v]) => page[k as keyof typeof page] === v)) {
+        return page;
+      }
+      last = `${status}: ${body.trim()}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(
+    `kv-web at ${address}:${port} not connected as ${JSON.stringify(want)} after ${timeoutMs} ms; last: ${last}`,
+  );
+}
