@@ -1,7 +1,7 @@
 // Running one hook on a unit's machine: build the context snapshot from the model
 // store, exec the machine-side runner, stream status and logs into the store while
 // the hook runs, and commit what the hook wrote, atomically and only on success.
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { sql } from 'kysely';
 import { charmTarball } from '../charm/charm-archive.ts';
@@ -15,6 +15,14 @@ import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
+import {
+  dropApplicationIntegrations,
+  enqueueOnUnits,
+  markBagsDeparted,
+  relatedApps,
+  relationSnapshots,
+  wakeUnits,
+} from './relation-activities.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
 import { KEPT_OUTPUT_BYTES, OutputTail } from './substrates/output-tail.ts';
@@ -143,53 +151,11 @@ async function loadWorld(db: Db, ref: UnitRef): Promise<UnitWorld | null> {
   return rows[0] ? toWorld(db, rows[0]) : null;
 }
 
-/** Every relation the unit's application is in, with members and data bags. */
-async function loadRelations(db: Db, world: UnitWorld): Promise<RelationSnapshot[]> {
-  if (!world.related) return [];
-  const mine = await db
-    .selectFrom('integration_endpoints')
-    .selectAll()
-    .where('model_uuid', '=', world.model.uuid)
-    .where('application', '=', world.app.name)
-    .execute();
-  const out: RelationSnapshot[] = [];
-  for (const ep of mine) {
-    const all = await db
-      .selectFrom('integration_endpoints')
-      .selectAll()
-      .where('model_uuid', '=', world.model.uuid)
-      .where('integration_id', '=', ep.integration_id)
-      .execute();
-    const remote = all.find((e) => e.application !== world.app.name) ?? ep;
-    const spec = world.meta.endpoints.find((e) => e.name === ep.endpoint);
-    const peer = remote === ep;
-    const remoteUnits = await db
-      .selectFrom('units')
-      .select('name')
-      .where('model_uuid', '=', world.model.uuid)
-      .where('application', '=', remote.application)
-      .where('life', '=', 'alive')
-      .where('installed', '=', true)
-      .execute();
-    const bags = await db
-      .selectFrom('relation_data')
-      .select(['owner', 'settings'])
-      .where('model_uuid', '=', world.model.uuid)
-      .where('integration_id', '=', ep.integration_id)
-      .execute();
-    const data: Record<string, Record<string, string>> = {};
-    for (const b of bags) data[b.owner] = b.settings;
-    out.push({
-      id: ep.integration_id,
-      endpoint: ep.endpoint,
-      interface: spec?.interface ?? '',
-      role: spec?.role ?? (peer ? 'peer' : 'requires'),
-      remoteApplication: remote.application,
-      data,
-      units: remoteUnits.map((u) => u.name).filter((n) => n !== world.unit.name),
-    });
-  }
-  return out;
+/** The hook's own relation lists the remote units as the unit knows them at this hook (Juju's relation-list). */
+function asKnown(relations: RelationSnapshot[], ev: UnitEvent): RelationSnapshot[] {
+  if (ev.relationId === undefined || ev.members === undefined) return relations;
+  const members = ev.members;
+  return relations.map((r) => (r.id === ev.relationId ? { ...r, units: members } : r));
 }
 
 function hookEnvRelation(ev: UnitEvent): HookContext['relation'] {
@@ -226,7 +192,9 @@ async function buildContext(
     config: effectiveConfig(world.meta.config.options, secrets.openConfig(world.app.config, world.meta.config.options)),
     isLeader: world.unit.leader,
     leaderSettings: world.app.leader_settings,
-    relations: await loadRelations(db, world),
+    relations: world.related
+      ? asKnown(await relationSnapshots(db, world.model.uuid, world.app.name, world.unit.name), ev)
+      : [],
     relation: hookEnvRelation(ev),
     privateAddress: world.machine.address,
     publicAddress: world.machine.address,
@@ -313,20 +281,19 @@ export async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, context
       ];
       for (const [owner, settings] of writes) {
         if (!settings || Object.keys(settings).length === 0) continue;
-        await tx
-          .insertInto('relation_data')
-          .values({
-            model_uuid: uuid,
-            integration_id: Number(rid),
-            owner,
-            settings: patched(sql`'{}'::jsonb`, settings),
-          })
-          .onConflict((oc) =>
-            oc
-              .columns(['model_uuid', 'integration_id', 'owner'])
-              .doUpdateSet({ settings: patched(sql.ref('relation_data.settings'), settings) }),
-          )
-          .execute();
+        // a relation removed meanwhile takes nothing; a write that changes the bag
+        // bumps its version, which is what brings the remote units' relation-changed
+        // (rewriting the same values, as charms do in every hook, brings none)
+        await sql`
+          INSERT INTO relation_data (integration_id, model_uuid, owner, settings)
+          SELECT ${Number(rid)}, ${uuid}, ${owner}, ${patched(sql`'{}'::jsonb`, settings)}
+          WHERE EXISTS (SELECT 1 FROM integrations WHERE id = ${Number(rid)})
+          ON CONFLICT (integration_id, model_uuid, owner) DO UPDATE SET
+            settings = ${patched(sql.ref('relation_data.settings'), settings)},
+            version = relation_data.version +
+              CASE WHEN ${patched(sql.ref('relation_data.settings'), settings)} = relation_data.settings THEN 0 ELSE 1 END`.execute(
+          tx,
+        );
       }
     }
   });
@@ -664,6 +631,7 @@ export function createHookActivities(deps: ActivityDeps) {
     const ok = result.exitCode === 0 && !result.timedOut;
     if (ok) {
       await commitRun(db, world, ev, contextId, result);
+      await wakeAfterCommit(world, ev, result);
       return { ok: true, skipped: result.skipped, gone: false, message: '' };
     }
     const reason = result.timedOut ? 'timed out' : `exit code ${result.exitCode}`;
@@ -691,6 +659,41 @@ export function createHookActivities(deps: ActivityDeps) {
       ]);
     });
     return { ok: false, skipped: false, gone: false, message: `${message} (${reason})` };
+  }
+
+  /**
+   * Tells the units a commit concerns: the remote units of each relation whose
+   * data the hook changed, every related unit when the unit has just installed
+   * (it joins its relations), and the application's other units when the leader
+   * changed leader data (leader-settings-changed). Best effort: a wake lost to a
+   * dying worker is made up by the agents' periodic look at their relations.
+   */
+  async function wakeAfterCommit(world: UnitWorld, ev: UnitEvent, result: HookResult): Promise<void> {
+    const changes = result.changes;
+    const wrote = Object.keys(changes.relationSettings)
+      .filter((rid) => {
+        const bag = changes.relationSettings[rid];
+        return Object.keys(bag.unit ?? {}).length > 0 || (world.unit.leader && Object.keys(bag.app ?? {}).length > 0);
+      })
+      .map(Number);
+    const joined = ev.hook === 'install' && world.related;
+    try {
+      if (joined || wrote.length > 0) {
+        const apps = await relatedApps(db, world.model.uuid, world.app.name, joined ? undefined : wrote);
+        await wakeUnits(db, apps, {}, world.unit.name);
+      }
+      if (world.unit.leader && Object.keys(changes.leaderSettings).length > 0) {
+        await enqueueOnUnits(
+          db,
+          world.model.uuid,
+          world.app.name,
+          [{ hook: 'leader-settings-changed' }],
+          world.unit.name,
+        );
+      }
+    } catch (err) {
+      log.warn(`could not wake the units related to ${world.unit.name}: ${err instanceof Error ? err.message : err}`);
+    }
   }
 
   /** Ships the charm to the unit's machine and creates the unit's directories. */
@@ -834,6 +837,7 @@ export async function deleteUnit(db: Db, ref: UnitRef): Promise<void> {
     await tx.deleteFrom('units').where('model_uuid', '=', ref.modelUuid).where('name', '=', ref.unit).execute();
     // a later unit of the same name starts its runs afresh
     await tx.deleteFrom('hook_runs').where('model_uuid', '=', ref.modelUuid).where('unit', '=', ref.unit).execute();
+    await markBagsDeparted(tx, ref.modelUuid, ref.unit);
     await tx
       .insertInto('status_history')
       .values({
@@ -858,6 +862,7 @@ export async function deleteUnit(db: Db, ref: UnitRef): Promise<void> {
       .where('application', '=', unit.application)
       .execute();
     if (app && app.life !== 'alive' && left.length === 0) {
+      await dropApplicationIntegrations(tx, ref.modelUuid, unit.application);
       await tx
         .deleteFrom('applications')
         .where('model_uuid', '=', ref.modelUuid)

@@ -3,6 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.ts';
+import { dropApplicationIntegrations } from './relation-activities.ts';
 import { localMachinesDir } from './substrates/local-isolation.ts';
 
 export function createModelActivities({ store, dataDir }: ActivityDeps) {
@@ -56,6 +57,8 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
         await tx.deleteFrom('status_history').where('model_uuid', '=', model.uuid).execute();
         await tx.deleteFrom('log_entries').where('model_uuid', '=', model.uuid).execute();
         await tx.deleteFrom('hook_runs').where('model_uuid', '=', model.uuid).execute();
+        // integrations with other models' applications go too (theirs see them broken)
+        await dropApplicationIntegrations(tx, model.uuid);
         await tx.deleteFrom('models').where('uuid', '=', model.uuid).execute();
       });
     },

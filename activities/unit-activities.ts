@@ -5,6 +5,7 @@ import { type ResolveRequest, type ResolveResult, resolveUpdate, type UnitRef } 
 import type { ActivityDeps } from './deps.ts';
 import { deleteUnit } from './hook-activities.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
+import { dropApplicationIntegrations } from './relation-activities.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
 
@@ -152,6 +153,7 @@ export function createUnitActivities(deps: ActivityDeps) {
           .where('application', '=', application)
           .execute();
         if (left.length > 0) return;
+        await dropApplicationIntegrations(tx, modelUuid, application);
         await tx
           .deleteFrom('applications')
           .where('model_uuid', '=', modelUuid)

@@ -16,6 +16,7 @@ import type { TemporalDeps } from './operation-starter.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { charmRoutes } from './routes/charms.ts';
 import { type HealthProbe, healthRoutes } from './routes/health.ts';
+import { integrationRoutes } from './routes/integrations.ts';
 import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { modelRoutes } from './routes/models.ts';
@@ -127,6 +128,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(charmRoutes, { prefix: '/v1' });
   await app.register(machineRoutes, { prefix: '/v1' });
   await app.register(applicationRoutes, { prefix: '/v1' });
+  await app.register(integrationRoutes, { prefix: '/v1' });
   await app.register(logRoutes, { prefix: '/v1' });
   return app;
 }

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { CliError } from './api-client.ts';
 import { registerApplications } from './commands/applications.ts';
 import { registerCharms } from './commands/charms.ts';
+import { registerIntegrations } from './commands/integrations.ts';
 import { registerLogs } from './commands/logs.ts';
 import { registerMachines } from './commands/machines.ts';
 import { registerModels } from './commands/models.ts';
@@ -30,6 +31,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerCharms(program);
   registerMachines(program);
   registerApplications(program);
+  registerIntegrations(program);
   registerLogs(program);
   registerOperations(program);
   registerTokens(program);

@@ -301,6 +301,50 @@ CREATE TABLE controller_facts (
 );
 `;
 
+const m008 = `
+-- integrations, made for real (001's tables were never written): relation ids are
+-- controller-wide, so an integration across two models has one id both sides use;
+-- each endpoint row names its application's own model; each data bag names its
+-- owner's model, and carries a version bumped on every commit (what wakes the
+-- remote units' relation-changed). A departed unit's bag stays readable for the
+-- remote units' relation-departed hooks, and goes with the integration (or the
+-- retention schedule, a day after).
+DROP TABLE relation_data;
+DROP TABLE integration_endpoints;
+DROP TABLE integrations;
+CREATE SEQUENCE integration_ids START 0 MINVALUE 0;
+CREATE TABLE integrations (
+  id integer PRIMARY KEY,
+  -- the model it was made in (a cross-model integration lives in the consumer's)
+  model_uuid text NOT NULL REFERENCES models(uuid) ON DELETE CASCADE,
+  -- its endpoints in a canonical order: one integration per pair
+  key text NOT NULL UNIQUE,
+  interface text NOT NULL,
+  -- alive, or dying: its units run departed and broken, then it goes
+  life text NOT NULL DEFAULT 'alive',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE integration_endpoints (
+  integration_id integer NOT NULL REFERENCES integrations(id) ON DELETE CASCADE,
+  model_uuid text NOT NULL,
+  application text NOT NULL,
+  endpoint text NOT NULL,
+  role text NOT NULL CHECK (role IN ('provides', 'requires', 'peer')),
+  PRIMARY KEY (integration_id, model_uuid, application)
+);
+CREATE INDEX integration_endpoints_app ON integration_endpoints (model_uuid, application);
+CREATE TABLE relation_data (
+  integration_id integer NOT NULL REFERENCES integrations(id) ON DELETE CASCADE,
+  model_uuid text NOT NULL,
+  -- a unit name (app/0) or an application name
+  owner text NOT NULL,
+  settings jsonb NOT NULL DEFAULT '{}',
+  version integer NOT NULL DEFAULT 1,
+  departed_at timestamptz,
+  PRIMARY KEY (integration_id, model_uuid, owner)
+);
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -356,6 +400,11 @@ export const migrations: Record<string, MigrationEntry> = {
   '007_controller_facts': {
     async up(db: AnyDb) {
       for (const stmt of statements(m007)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '008_integrations': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m008)) await sql.raw(stmt).execute(db);
     },
   },
 };

@@ -112,25 +112,36 @@ export interface EndpointsTable {
 }
 
 export interface IntegrationsTable {
-  model_uuid: string;
+  /** Controller-wide (migration 008): a cross-model integration has one id on both sides. */
   id: number;
+  /** The model it was made in. */
+  model_uuid: string;
   key: string;
-  life: Def<string>;
+  interface: string;
+  life: Def<'alive' | 'dying'>;
   created_at: Timestamp;
 }
 
 export interface IntegrationEndpointsTable {
-  model_uuid: string;
   integration_id: number;
+  /** The application's own model (another than the integration's, across models). */
+  model_uuid: string;
   application: string;
   endpoint: string;
+  role: 'provides' | 'requires' | 'peer';
 }
 
 export interface RelationDataTable {
-  model_uuid: string;
   integration_id: number;
+  /** The owner's model. */
+  model_uuid: string;
+  /** A unit name (`app/0`) or an application name. */
   owner: string;
   settings: JsonDef<Record<string, string>>;
+  /** Bumped on every commit that changes the bag. */
+  version: Def<number>;
+  /** When its unit went: kept for the remote units' relation-departed, then pruned. */
+  departed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface StatusHistoryTable {

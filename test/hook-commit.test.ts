@@ -77,7 +77,10 @@ describe('hook commit', () => {
       .values({ model_uuid: UUID, name: 'db', charm_name: 'db', charm_revision: 1 })
       .execute();
     await db.insertInto('units').values({ model_uuid: UUID, name: 'db/0', application: 'db', number: 0 }).execute();
-    await db.insertInto('integrations').values({ model_uuid: UUID, id: 1, key: 'db:peers' }).execute();
+    await db
+      .insertInto('integrations')
+      .values({ model_uuid: UUID, id: 1, key: 'db:peers', interface: 'db-peers' })
+      .execute();
   });
   after(async () => {
     await store?.close();
@@ -149,5 +152,34 @@ describe('hook commit', () => {
     assert.deepEqual(await bag('db'), { secret: 's' });
     const app2 = await store.db.selectFrom('applications').select('leader_settings').executeTakeFirstOrThrow();
     assert.deepEqual(app2.leader_settings, { keep: 'x', added: 'z' });
+  });
+
+  test('a write that changes a bag bumps its version; the same values again do not; a gone relation takes nothing', async () => {
+    const version = async (owner: string) =>
+      (
+        await store.db
+          .selectFrom('relation_data')
+          .select('version')
+          .where('owner', '=', owner)
+          .executeTakeFirstOrThrow()
+      ).version;
+    const before = await version('db/0');
+    const write = async (settings: Record<string, string>, rid = '1') => {
+      const id = await begin('db-relation-changed');
+      await commitRun(
+        store.db,
+        world(false),
+        { hook: 'db-relation-changed' },
+        id,
+        result({ relationSettings: { [rid]: { unit: settings } } }),
+      );
+    };
+    await write({ host: 'h' });
+    assert.equal(await version('db/0'), before, 'rewriting the same value is no change');
+    await write({ host: 'h2' });
+    assert.equal(await version('db/0'), before + 1);
+    await write({ host: 'h3' }, '99');
+    const stray = await store.db.selectFrom('relation_data').selectAll().where('integration_id', '=', 99).execute();
+    assert.deepEqual(stray, [], 'no bag for a relation that does not exist');
   });
 });

@@ -6,6 +6,7 @@ import {
   condition,
   getExternalWorkflowHandle,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -14,6 +15,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { MachineActivities } from '../activities/machine-activities.ts';
+import type { RelationActivities } from '../activities/relation-activities.ts';
 import type { UnitActivities } from '../activities/unit-activities.ts';
 import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
@@ -26,11 +28,13 @@ import {
   unitProgressSignal,
 } from './messages.ts';
 import { type OperationContext, type OperationInput, operationRecords as ops, runOperation } from './operation.ts';
+import { introduce, type RelationIntro, type RelationsSeen } from './relations.ts';
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
-import { unitAgentWorkflow } from './unit-agent.ts';
+import { PATCH_RELATIONS, unitAgentWorkflow } from './unit-agent.ts';
 
 // forced removal and record clean-up: an operation never stops half way through them
 const units = proxyActivities<UnitActivities>(BOOKKEEPING_ACTIVITY);
+const relations = proxyActivities<RelationActivities>(BOOKKEEPING_ACTIVITY);
 const placement = proxyActivities<MachineActivities>({
   // a batch of machines; the heartbeat notices a lost worker at once
   startToCloseTimeout: '15 minutes',
@@ -56,7 +60,8 @@ export class UnitTracker {
   constructor(
     private readonly input: { operationId: number },
     unitNames: string[],
-    private readonly finalHook: string,
+    /** The hook whose success finishes a unit (or a test of the hook's name). */
+    private readonly finalHook: string | ((hook: string) => boolean),
     initial: string,
   ) {
     for (const u of unitNames) this.state[u] = initial;
@@ -72,9 +77,9 @@ export class UnitTracker {
       this.state[p.unit] = 'removed';
       this.finished.add(p.unit);
     } else {
-      this.state[p.unit] =
-        p.hook === this.finalHook ? 'done' : `${p.hook} ${p.outcome === 'skipped' ? 'skipped' : 'done'}`;
-      if (p.hook === this.finalHook) this.finished.add(p.unit);
+      const final = typeof this.finalHook === 'string' ? p.hook === this.finalHook : this.finalHook(p.hook);
+      this.state[p.unit] = final ? 'done' : `${p.hook} ${p.outcome === 'skipped' ? 'skipped' : 'done'}`;
+      if (final) this.finished.add(p.unit);
     }
     this.dirty = true;
   }
@@ -164,6 +169,10 @@ function tagApplication(input: ApplicationOperationInput): void {
 export interface DeployInput extends ApplicationOperationInput {
   /** New units, with the machine each goes to (null: a new machine on the model's cloud). */
   units: { unit: string; machine: string | null; leader: boolean }[];
+  /** The charm has endpoints: its units take part in relations. */
+  relatable?: boolean;
+  /** The application's relations when the units were added (peers, integrations): relation-created after install. */
+  relations?: RelationIntro[];
 }
 
 /** Machines one provisionMachines activity prepares (it heartbeats as each is ready). */
@@ -203,15 +212,19 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
     await Promise.all(
       input.units.map(async (u) => {
         // told of every failure, and of success only at the end (start)
+        const seen: RelationsSeen = {};
+        const created = introduce(seen, input.relations ?? []).map((e) => ({ ...e, notify: self, quiet: true }));
         const events: UnitEvent[] = [
           { hook: 'install', notify: self, quiet: true },
+          ...created,
           { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self, quiet: true },
           { hook: 'config-changed', notify: self, quiet: true },
           { hook: 'start', notify: self },
         ];
+        const relating = input.relatable ? { relatable: true, started: false, relations: seen } : {};
         await startChild(unitAgentWorkflow, {
           workflowId: unitAgentWorkflowId(input.model, input.modelUuid, u.unit),
-          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false }],
+          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false, ...relating }],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
           typedSearchAttributes: [
@@ -336,6 +349,9 @@ export async function removeWorkflow(input: RemoveInput): Promise<void> {
     const tracker = new UnitTracker(input, input.units, 'remove', 'queued stop');
     const self = workflowInfo().workflowId;
     if (input.units.length > 0) {
+      // the units leave their relations now: the remote units run relation-departed
+      // (and relation-broken, when the application goes), reading the leaving units' data
+      if (patched(PATCH_RELATIONS)) await relations.wakeRelatedUnits(input.modelUuid, input.application);
       await ctx.step('running stop and remove hooks');
       await Promise.all(
         input.units.map(async (u) => {

@@ -1,6 +1,7 @@
 // Every workflow the worker runs. The worker bundles this file.
 
 export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from './application-workflows.ts';
+export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
 export { retentionWorkflow } from './retention.ts';

@@ -24,6 +24,11 @@ export interface UnitEvent {
   remoteUnit?: string;
   remoteApp?: string;
   departingUnit?: string;
+  /**
+   * Relation hooks: the remote units the unit knows in the relation once this hook
+   * has run (what relation-list answers): a joining unit is in it, a departing one not.
+   */
+  members?: string[];
 }
 
 export interface ResolveRequest {
@@ -55,9 +60,26 @@ export interface UnitAgentView {
   queue: string[];
   failure: { hook: string; attempts: number; message: string } | null;
   dying: boolean;
+  /** A relation change came and is still to be looked at (its hooks are not queued yet). */
+  relationsPending?: boolean;
 }
 
 export const enqueueSignal = defineSignal<[UnitEvent[]]>('enqueue');
+
+/**
+ * A relation the unit is in changed in the model store (an integration made or
+ * removed, a remote unit came or went, remote data committed): the agent compares
+ * the store with what it was told and queues the relation hooks that follow.
+ */
+export interface RelationsWake {
+  /**
+   * Workflow id to tell once the hooks this brings for `relationId` (every
+   * relation, when absent) have run; told at once when it brings none.
+   */
+  notify?: string;
+  relationId?: number;
+}
+export const relationsChangedSignal = defineSignal<[RelationsWake]>('relationsChanged');
 /** Kept for resolve operations started before resolveUpdate; new ones use the update. */
 export const resolveSignal = defineSignal<[ResolveRequest]>('resolve');
 /**

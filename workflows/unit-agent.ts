@@ -10,6 +10,7 @@ import {
   getExternalWorkflowHandle,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -17,11 +18,14 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-activities.ts';
-import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
+import type { RelationActivities } from '../activities/relation-activities.ts';
+import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
   enqueueSignal,
+  type RelationsWake,
   type ResolveRequest,
   type ResolveResult,
+  relationsChangedSignal,
   resolveSignal,
   resolveUpdate,
   type UnitAgentView,
@@ -31,6 +35,7 @@ import {
   unitAgentQuery,
   unitProgressSignal,
 } from './messages.ts';
+import { type RelationsSeen, relationDelta, teardown } from './relations.ts';
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
 
 /** A queued event; once handed to the machine it keeps its context id until it ends. */
@@ -49,6 +54,16 @@ export interface UnitAgentState {
   incarnation?: string;
   prepared: boolean;
   failure?: { event: UnitEvent; attempts: number; message: string };
+  /** What the unit was told of each relation, by id (workflows/relations.ts). */
+  relations?: RelationsSeen;
+  /** The charm has endpoints: its relations are looked up once it has started. */
+  relatable?: boolean;
+  /** The start hook ran: relation-joined and the rest may run. */
+  started?: boolean;
+  /** A wake came: look at the unit's relations before the next hook. */
+  syncWanted?: boolean;
+  /** Wakes that asked to be told when the hooks they brought have run. */
+  waiters?: { notify: string; relationId?: number }[];
 }
 
 const RETRY_BASE_MS = 5_000;
@@ -68,11 +83,19 @@ const hooks = proxyActivities<HookActivities>(HOOK_ACTIVITY);
 // markHookFailed, markHookSkipped, finishUnitRemoval: never given up on
 const quick = proxyActivities<HookActivities>({ ...BOOKKEEPING_ACTIVITY, startToCloseTimeout: '5 minutes' });
 
+// one read of the model store, run by the worker inside the workflow task
+const relationStore = proxyLocalActivities<RelationActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: BOOKKEEPING_RETRY,
+});
+
 /**
  * Patch ids (`patched()`), one per change to code running agents execute; each is
  * retired as the README's "Versioning workflows" says.
  */
 export const PATCH_RETRY_AFTER_RUNNING_RETRY = 'resolve-retry-while-retrying';
+/** 2026-12: agents look up and run relation hooks (workflows/relations.ts). */
+export const PATCH_RELATIONS = 'relation-hooks';
 
 /** Hooks handed to the machine in one go, at most. */
 export const MAX_BATCH = 8;
@@ -175,6 +198,10 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   setHandler(enqueueSignal, (events) => {
     for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev);
   });
+  setHandler(relationsChangedSignal, (wake: RelationsWake) => {
+    state.syncWanted = true;
+    if (wake.notify) state.waiters = [...(state.waiters ?? []), { notify: wake.notify, relationId: wake.relationId }];
+  });
   setHandler(resolveSignal, (r) => {
     if (state.failure) ask(r);
   });
@@ -214,20 +241,29 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
         ? { hook: state.failure.event.hook, attempts: state.failure.attempts, message: state.failure.message }
         : null,
       dying: state.queue.some((e) => e.hook === 'remove'),
+      relationsPending: state.syncWanted === true,
     }),
   );
 
   while (true) {
     if (state.queue.length === 0) {
       setCurrentDetails(`${ref.unit}: idle`);
-      const woke = await condition(() => state.queue.length > 0, UPDATE_STATUS_MS);
-      if (!woke) state.queue.push({ hook: 'update-status' });
+      const woke = await condition(() => state.queue.length > 0 || state.syncWanted === true, UPDATE_STATUS_MS);
+      if (!woke) {
+        state.queue.push({ hook: 'update-status' });
+        // and a look at the relations, in case a wake was lost (a worker died after a commit)
+        if (state.relations && Object.keys(state.relations).length > 0) state.syncWanted = true;
+      }
     }
     const info = workflowInfo();
     if (info.continueAsNewSuggested || info.historyLength > 5_000) {
       await notified();
       await condition(allHandlersFinished);
       await continueAsNew<typeof unitAgentWorkflow>(state);
+    }
+    if ((state.syncWanted || state.relations) && patched(PATCH_RELATIONS)) {
+      await relationHooks(state);
+      if (state.queue.length === 0) continue;
     }
 
     const batch = nextBatch(state);
@@ -279,6 +315,10 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       }
       state.queue.shift();
       state.failure = undefined;
+      if (ev.hook === 'start' && !state.started && state.relatable) {
+        state.started = true;
+        state.syncWanted = true; // relation-joined for the units already there
+      }
       // the unit's files and records go before anyone is told the remove hook is done
       if (ev.hook === 'remove') await quick.finishUnitRemoval(ref);
       if (!ev.quiet) notify(ev, { unit: ref.unit, hook: ev.hook, outcome: outcome.skipped ? 'skipped' : 'ok' });
@@ -323,4 +363,63 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       }
     }
   }
+}
+
+/**
+ * Before the next hook: a leaving unit (its remove hook queued) departs from and
+ * breaks each relation it is in, between its stop and remove hooks; otherwise, if
+ * a wake came, the unit's relations are read from the model store and the hooks
+ * that bring the unit up to date are queued (relation-created first of all).
+ */
+async function relationHooks(state: UnitAgentState): Promise<void> {
+  state.relations ??= {};
+  const seen = state.relations;
+  // agents from before relations existed had run their start hook if they shipped their charm
+  state.started ??= state.prepared && state.relatable !== false;
+  const removing = state.queue.findIndex((e) => e.hook === 'remove');
+  if (removing >= 0) {
+    const events = teardown(seen, state.ref.unit);
+    state.queue.splice(removing, 0, ...events.map((e) => ({ ...e, quiet: true })));
+    state.syncWanted = false;
+    tellWaiters(state, []);
+    return;
+  }
+  if (!state.syncWanted) return;
+  state.syncWanted = false;
+  const views = await relationStore.relationViews(state.ref);
+  const events = relationDelta(seen, views, state.started === true);
+  // relation-created goes before everything not yet handed to the machine but install
+  const created = events.filter((e) => e.hook.endsWith('-relation-created'));
+  const rest = events.filter((e) => !e.hook.endsWith('-relation-created'));
+  if (created.length > 0) {
+    let at = state.queue.findIndex((e) => e.contextId === undefined && e.hook !== 'install');
+    if (at < 0) at = state.queue.length;
+    state.queue.splice(at, 0, ...created);
+  }
+  for (const e of rest) enqueueCoalescing(state.queue, e);
+  tellWaiters(state, events);
+}
+
+/** Each waiting wake is told with the last hook it brought, or at once if it brought none. */
+function tellWaiters(state: UnitAgentState, events: UnitEvent[]): void {
+  for (const w of state.waiters ?? []) {
+    const mine = events.filter((e) => w.relationId === undefined || e.relationId === w.relationId);
+    const last = mine.at(-1);
+    const queued =
+      last &&
+      state.queue.find(
+        (q) =>
+          q.hook === last.hook &&
+          q.relationId === last.relationId &&
+          q.remoteUnit === last.remoteUnit &&
+          q.contextId === undefined,
+      );
+    if (queued && !queued.notify) {
+      queued.notify = w.notify;
+      queued.quiet = false;
+    } else {
+      notify({ hook: 'relations', notify: w.notify }, { unit: state.ref.unit, hook: 'relations', outcome: 'ok' });
+    }
+  }
+  state.waiters = [];
 }

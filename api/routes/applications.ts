@@ -1,6 +1,8 @@
 // Applications and units: deploy, config, remove, resolve.
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { sql } from 'kysely';
 import { z } from 'zod';
+import { relationsOf } from '../../activities/relation-activities.ts';
 import { getCharmInfo } from '../../charm/charm-store.ts';
 import {
   ConfigValueError,
@@ -11,10 +13,13 @@ import {
 import type { CharmMeta, ConfigOptions } from '../../charm/metadata.ts';
 import type { ConfigValue, ModelRow } from '../../store/schema.ts';
 import { type Db, isUniqueViolation } from '../../store/store.ts';
+import type { DeployInput } from '../../workflows/application-workflows.ts';
+import type { RelationIntro } from '../../workflows/relations.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
 import { Accepted, AppParams, bodyInt, ErrorBody, ModelParam, queryInt, Text, UnitParams } from '../schemas.ts';
+import { insertIntegration } from './integrations.ts';
 
 // Juju's application name rule.
 export const ApplicationName = z
@@ -33,6 +38,11 @@ export const DeployBody = z.strictObject({
   numUnits: bodyInt(0, 1000).default(1),
   to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
   config: ConfigInput.default({}),
+});
+
+export const AddUnitBody = z.strictObject({
+  numUnits: bodyInt(1, 1000).default(1),
+  to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
 });
 
 export const ConfigBody = z.strictObject({
@@ -99,6 +109,45 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
   const { store, temporal } = app.deps;
   const db = store.db;
 
+  /** Where each new unit goes: --to machines first, then new machines (local cloud) or free machines (manual). */
+  async function placeUnits(model: ModelRow, numUnits: number, to: string[] | undefined): Promise<(string | null)[]> {
+    const body = { to };
+    // placement: --to machines first, then new machines (local cloud) or free machines (manual)
+    const machines = await db.selectFrom('machines').selectAll().where('model_uuid', '=', model.uuid).execute();
+    for (const m of body.to ?? []) {
+      const row = machines.find((x) => x.id === m);
+      if (!row) throw new NotFoundError('machine', m);
+      if (row.state === 'error') throw new ConflictError(`machine ${m} is in error: ${row.message}`);
+    }
+    const placements: (string | null)[] = [];
+    const cloud = await db
+      .selectFrom('clouds')
+      .select('type')
+      .where('name', '=', model.cloud)
+      .executeTakeFirstOrThrow();
+    if (cloud.type !== 'local') {
+      const used = new Set(
+        (await db.selectFrom('units').select('machine_id').where('model_uuid', '=', model.uuid).execute()).map(
+          (u) => u.machine_id,
+        ),
+      );
+      const free = machines.filter((m) => !used.has(m.id) && m.state === 'started' && !body.to?.includes(m.id));
+      for (let i = 0; i < numUnits; i++) {
+        const p = body.to?.[i] ?? free.shift()?.id;
+        if (!p) {
+          throw new BadRequestError(
+            `model "${model.name}" on cloud ${model.cloud} has no free machine for unit ${i + 1}`,
+            [{ field: 'body.to', message: 'add machines with `charmflow add-machine` or place units with --to' }],
+          );
+        }
+        placements.push(p);
+      }
+    } else {
+      for (let i = 0; i < numUnits; i++) placements.push(body.to?.[i] ?? null);
+    }
+    return placements;
+  }
+
   app.post(
     '/models/:model/applications',
     {
@@ -132,40 +181,11 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
       }
       const config = checkConfig(body.config, meta.config.options, 'body.config');
       const numUnits = Math.max(body.numUnits, body.to?.length ?? 0);
-      // placement: --to machines first, then new machines (local cloud) or free machines (manual)
-      const machines = await db.selectFrom('machines').selectAll().where('model_uuid', '=', model.uuid).execute();
-      for (const m of body.to ?? []) {
-        const row = machines.find((x) => x.id === m);
-        if (!row) throw new NotFoundError('machine', m);
-        if (row.state === 'error') throw new ConflictError(`machine ${m} is in error: ${row.message}`);
-      }
-      const placements: (string | null)[] = [];
-      const cloud = await db
-        .selectFrom('clouds')
-        .select('type')
-        .where('name', '=', model.cloud)
-        .executeTakeFirstOrThrow();
-      if (cloud.type !== 'local') {
-        const used = new Set(
-          (await db.selectFrom('units').select('machine_id').where('model_uuid', '=', model.uuid).execute()).map(
-            (u) => u.machine_id,
-          ),
-        );
-        const free = machines.filter((m) => !used.has(m.id) && m.state === 'started' && !body.to?.includes(m.id));
-        for (let i = 0; i < numUnits; i++) {
-          const p = body.to?.[i] ?? free.shift()?.id;
-          if (!p) {
-            throw new BadRequestError(
-              `model "${model.name}" on cloud ${model.cloud} has no free machine for unit ${i + 1}`,
-              [{ field: 'body.to', message: 'add machines with `charmflow add-machine` or place units with --to' }],
-            );
-          }
-          placements.push(p);
-        }
-      } else {
-        for (let i = 0; i < numUnits; i++) placements.push(body.to?.[i] ?? null);
-      }
+      const placements = await placeUnits(model, numUnits, body.to);
       const units = placements.map((machine, i) => ({ unit: `${appName}/${i}`, machine, leader: i === 0 }));
+      const peers = meta.endpoints.filter((e) => e.role === 'peer');
+      const relations: RelationIntro[] = [];
+      const relatable = meta.endpoints.some((e) => !e.implicit);
       try {
         const op = await startOperation(db, temporal, {
           kind: 'deploy',
@@ -176,7 +196,15 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
           summary: `deploy ${charm.name} (rev ${charm.revision}) as ${appName} with ${numUnits} unit(s)`,
           params: { charm: charm.name, revision: charm.revision, numUnits, to: body.to ?? [] },
           args: (operationId) => [
-            { operationId, model: model.name, modelUuid: model.uuid, kind: 'deploy', application: appName, units },
+            {
+              operationId,
+              model: model.name,
+              modelUuid: model.uuid,
+              kind: 'deploy',
+              application: appName,
+              units,
+              ...(relatable ? { relatable, relations } : {}),
+            },
           ],
           intent: async (tx) => {
             await tx
@@ -205,6 +233,13 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
                 )
                 .execute();
             }
+            // peer relations are made with the application
+            for (const p of peers) {
+              const id = await insertIntegration(tx, model.uuid, p.interface, [
+                { modelUuid: model.uuid, application: appName, endpoint: p.name, role: 'peer' },
+              ]);
+              relations.push({ id, endpoint: p.name, remoteApp: appName });
+            }
             if (units.length > 0) {
               await tx
                 .insertInto('units')
@@ -228,6 +263,93 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
           throw new ConflictError(`application "${appName}" already exists in model "${model.name}"`);
         throw err;
       }
+    },
+  );
+
+  app.post(
+    '/models/:model/applications/:app/units',
+    {
+      schema: {
+        summary: 'Add units to an application (asynchronous); they join its relations once started',
+        tags: ['units'],
+        params: AppParams,
+        body: AddUnitBody,
+        response: { 202: Accepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const model = await aliveModel(db, req.params.model);
+      const { row } = await loadApp(req.params.model, req.params.app);
+      if (row.life !== 'alive') throw new ConflictError(`application "${row.name}" is being removed`);
+      const meta = await charmMeta(db, row.charm_name, row.charm_revision);
+      const numUnits = Math.max(req.body.numUnits, req.body.to?.length ?? 0);
+      const placements = await placeUnits(model, numUnits, req.body.to);
+      let units: DeployInput['units'] = [];
+      let relations: RelationIntro[] = [];
+      const relatable = meta.endpoints.some((e) => !e.implicit);
+      const op = await startOperation(db, temporal, {
+        kind: 'add-unit',
+        model: model.name,
+        target: row.name,
+        createdBy: req.principal?.user ?? '',
+        workflow: 'deployWorkflow',
+        summary: `add ${numUnits} unit(s) to ${row.name}`,
+        params: { numUnits, to: req.body.to ?? [] },
+        intent: async (tx) => {
+          // numbers are never reused: the next ones, taken under the application's row lock
+          const app = await tx
+            .updateTable('applications')
+            .set({ next_unit: sql`next_unit + ${numUnits}` })
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', row.name)
+            .where('life', '=', 'alive')
+            .returning(['next_unit'])
+            .executeTakeFirst();
+          if (!app) throw new ConflictError(`application "${row.name}" is being removed`);
+          const first = app.next_unit - numUnits;
+          const leader = await tx
+            .selectFrom('units')
+            .select('name')
+            .where('model_uuid', '=', model.uuid)
+            .where('application', '=', row.name)
+            .where('leader', '=', true)
+            .where('life', '=', 'alive')
+            .executeTakeFirst();
+          units = placements.map((machine, i) => ({
+            unit: `${row.name}/${first + i}`,
+            machine,
+            leader: !leader && i === 0,
+          }));
+          relations = (await relationsOf(tx, model.uuid, row.name))
+            .filter((r) => r.life === 'alive')
+            .map((r) => ({ id: r.id, endpoint: r.endpoint, remoteApp: r.remote_app }));
+          await tx
+            .insertInto('units')
+            .values(
+              units.map((u, i) => ({
+                model_uuid: model.uuid,
+                name: u.unit,
+                application: row.name,
+                number: first + i,
+                machine_id: u.machine,
+                leader: u.leader,
+              })),
+            )
+            .execute();
+        },
+        args: (operationId) => [
+          {
+            operationId,
+            model: model.name,
+            modelUuid: model.uuid,
+            kind: 'add-unit',
+            application: row.name,
+            units,
+            ...(relatable ? { relatable, relations } : {}),
+          },
+        ],
+      });
+      return reply.status(202).send({ operation: toOperation(op) });
     },
   );
 

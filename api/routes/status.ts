@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { findModel } from '../model-lookup.ts';
 import { iso } from '../operation-starter.ts';
 import { ErrorBody, NameParam } from '../schemas.ts';
+import { Integration, listIntegrations } from './integrations.ts';
 
 // Juju's `status --format json` structure, with its hyphenated keys.
 const StatusInfo = z.object({ current: z.string(), message: z.string().optional(), since: z.string().optional() });
@@ -24,6 +25,13 @@ const ApplicationStatus = z.object({
   exposed: z.boolean(),
   life: z.string().optional(),
   'application-status': StatusInfo,
+  /** Juju's shape: endpoint -> the applications it is integrated with. */
+  relations: z
+    .record(
+      z.string(),
+      z.array(z.object({ 'related-application': z.string(), interface: z.string(), scope: z.string() })),
+    )
+    .optional(),
   units: z.record(z.string(), UnitStatus),
 });
 const MachineStatus = z.object({
@@ -43,6 +51,8 @@ export const ModelStatus = z.object({
   }),
   machines: z.record(z.string(), MachineStatus),
   applications: z.record(z.string(), ApplicationStatus),
+  /** The model's integrations (`status --relations`): provider, requirer, interface, type. */
+  integrations: z.array(Integration).optional(),
 });
 export type ModelStatus = z.infer<typeof ModelStatus>;
 
@@ -80,7 +90,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (req) => {
       const model = await findModel(db, req.params.name);
-      const [machines, apps, units] = await Promise.all([
+      const [machines, apps, units, integrations] = await Promise.all([
         // only what status shows: never a machine's key, never a unit's charm state
         db
           .selectFrom('machines')
@@ -105,7 +115,23 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           ])
           .where('model_uuid', '=', model.uuid)
           .execute(),
+        listIntegrations(db, model),
       ]);
+      const relationsOf = new Map<string, NonNullable<z.infer<typeof ApplicationStatus>['relations']>>();
+      const related = (end: Integration['provider'], other: Integration['provider'], iface: string) => {
+        if (end.model !== model.name) return;
+        const rels = relationsOf.get(end.application) ?? {};
+        const name = other.model === model.name ? other.application : `${other.model}.${other.application}`;
+        rels[end.endpoint] = [
+          ...(rels[end.endpoint] ?? []),
+          { 'related-application': name, interface: iface, scope: 'global' },
+        ];
+        relationsOf.set(end.application, rels);
+      };
+      for (const i of integrations) {
+        related(i.provider, i.requirer, i.interface);
+        if (i.type !== 'peer') related(i.requirer, i.provider, i.interface);
+      }
       const out: ModelStatus = {
         model: {
           name: model.name,
@@ -116,6 +142,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         },
         machines: {},
         applications: {},
+        integrations,
       };
       for (const m of machines.sort((a, b) => numericAware(a.id, b.id))) {
         out.machines[m.id] = {
@@ -161,6 +188,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           exposed: false,
           ...(a.life !== 'alive' ? { life: a.life } : {}),
           'application-status': { current: appStatus.current, message: appStatus.message || undefined },
+          ...(relationsOf.has(a.name) ? { relations: relationsOf.get(a.name) } : {}),
           units: unitOut,
         };
       }

@@ -72,6 +72,26 @@ export function registerApplications(program: Command): void {
 
   modelOption(
     program
+      .command('add-unit <application>')
+      .description('Add units to an application; they join its integrations once started')
+      .option('-n, --num-units <n>', 'number of units to add', '1')
+      .option('--to <machines>', 'comma-separated machine numbers to place the units on, in order')
+      .option('--no-wait', 'return at once with the operation id'),
+  ).action(async (application: string, opts: { numUnits: string; to?: string; wait: boolean; model: string }) => {
+    if (!/^\d+$/.test(opts.numUnits) || Number(opts.numUnits) < 1) {
+      throw new CliError(`invalid --num-units "${opts.numUnits}": expected a number of at least 1`, 2);
+    }
+    const to = opts.to ? opts.to.split(',').map((s) => s.trim()) : undefined;
+    const api = new ApiClient();
+    const { operation } = await api.post<{ operation: Operation }>(
+      `/v1/models/${enc(opts.model)}/applications/${enc(application)}/units`,
+      { numUnits: Number(opts.numUnits), ...(to ? { to } : {}) },
+    );
+    await finishMutation(api, operation, opts, () => `Added ${opts.numUnits} unit(s) to "${application}".`);
+  });
+
+  modelOption(
+    program
       .command('config <application> [assignments...]')
       .description("Show an application's config, or set values (key=value ...) and run config-changed on every unit")
       .option('--reset <keys>', 'comma-separated keys to reset to their defaults')

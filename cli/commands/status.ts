@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { ModelStatus } from '../../api/routes/status.ts';
 import { ApiClient } from '../api-client.ts';
 import { parseFormat, printStructured, table } from '../output.ts';
+import { statusIntegrations } from './integrations.ts';
 
 export function renderStatus(s: ModelStatus): string {
   const out: string[] = [];
@@ -72,10 +73,11 @@ export function registerStatus(program: Command): void {
     .description("Show a model's applications, units and machines")
     .option('-m, --model <model>', 'model name', process.env.CHARMFLOW_MODEL ?? 'default')
     .option('--format <format>', 'json, yaml or tabular')
-    .action(async (opts: { model: string; format?: string }) => {
+    .option('--relations', 'also show the Integration table (provider, requirer, interface, type)')
+    .action(async (opts: { model: string; format?: string; relations?: boolean }) => {
       const format = parseFormat(opts.format);
       const s = await new ApiClient().get<ModelStatus>(`/v1/models/${encodeURIComponent(opts.model)}/status`);
       if (printStructured(format, s)) return;
-      process.stdout.write(renderStatus(s));
+      process.stdout.write(renderStatus(s) + (opts.relations ? statusIntegrations(s) : ''));
     });
 }
