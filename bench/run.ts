@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controllerBench } from './controller.bench.ts';
 import { deployBench } from './deploy.bench.ts';
+import { integrateBench } from './integrate.bench.ts';
 import { scaleBench } from './scale.bench.ts';
 
 type Figures = Record<string, number | string>;
@@ -13,6 +14,7 @@ type Figures = Record<string, number | string>;
 const benches: Record<string, () => Promise<Figures>> = {
   controller: controllerBench,
   deploy: deployBench,
+  integrate: integrateBench,
   scale: scaleBench,
 };
 
