@@ -17,6 +17,7 @@ import type { ActivityDeps } from './deps.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
 import {
   dropApplicationIntegrations,
+  electLeader,
   enqueueOnUnits,
   markBagsDeparted,
   relatedApps,
@@ -819,21 +820,22 @@ export function createHookActivities(deps: ActivityDeps) {
           timeoutMs: 60_000,
         });
       }
-      await deleteUnit(db, ref);
+      const app = await deleteUnit(db, ref);
+      if (app?.leader) await electLeader(db, ref.modelUuid, app.application);
     },
   };
 }
 
 /** Removes a unit's rows; the last unit of a dying application takes the application with it. */
-export async function deleteUnit(db: Db, ref: UnitRef): Promise<void> {
-  await db.transaction().execute(async (tx) => {
+export async function deleteUnit(db: Db, ref: UnitRef): Promise<{ application: string; leader: boolean } | null> {
+  return await db.transaction().execute(async (tx) => {
     const unit = await tx
       .selectFrom('units')
-      .select(['application'])
+      .select(['application', 'leader'])
       .where('model_uuid', '=', ref.modelUuid)
       .where('name', '=', ref.unit)
       .executeTakeFirst();
-    if (!unit) return;
+    if (!unit) return null;
     await tx.deleteFrom('units').where('model_uuid', '=', ref.modelUuid).where('name', '=', ref.unit).execute();
     // a later unit of the same name starts its runs afresh
     await tx.deleteFrom('hook_runs').where('model_uuid', '=', ref.modelUuid).where('unit', '=', ref.unit).execute();
@@ -869,6 +871,7 @@ export async function deleteUnit(db: Db, ref: UnitRef): Promise<void> {
         .where('name', '=', unit.application)
         .execute();
     }
+    return unit;
   });
 }
 

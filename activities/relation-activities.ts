@@ -242,6 +242,53 @@ export async function enqueueOnUnits(
   );
 }
 
+/**
+ * An application whose leader went gets a new one: its lowest-numbered unit still
+ * alive, which runs leader-elected; the others run leader-settings-changed.
+ */
+export async function electLeader(db: Db, modelUuid: string, application: string): Promise<string | null> {
+  const elected = await db.transaction().execute(async (tx) => {
+    const app = await tx
+      .selectFrom('applications')
+      .select('life')
+      .where('model_uuid', '=', modelUuid)
+      .where('name', '=', application)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!app || app.life !== 'alive') return null;
+    const units = await tx
+      .selectFrom('units')
+      .select(['name', 'leader', 'life'])
+      .where('model_uuid', '=', modelUuid)
+      .where('application', '=', application)
+      .orderBy('number')
+      .execute();
+    if (units.some((u) => u.leader && u.life === 'alive')) return null;
+    const next = units.find((u) => u.life === 'alive');
+    if (!next) return null;
+    await tx
+      .updateTable('units')
+      .set({ leader: sql`name = ${next.name}` })
+      .where('model_uuid', '=', modelUuid)
+      .where('application', '=', application)
+      .execute();
+    return next.name;
+  });
+  if (!elected) return null;
+  const { rows } = await sql<AgentRow>`
+    SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
+    WHERE u.model_uuid = ${modelUuid} AND u.application = ${application} AND u.life = 'alive'`.execute(db);
+  const client = Context.current().client;
+  await Promise.all(
+    rows.map((r) =>
+      signalAgent(client, r, (h) =>
+        h.signal(enqueueSignal, [{ hook: r.name === elected ? 'leader-elected' : 'leader-settings-changed' }]),
+      ),
+    ),
+  );
+  return elected;
+}
+
 /** The applications at the other end of an application's relations, and itself if it has peers. */
 export async function relatedApps(db: Db, modelUuid: string, application: string, relationIds?: number[]) {
   const rels = (await relationsOf(db, modelUuid, application)).filter(

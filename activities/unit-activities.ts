@@ -5,7 +5,7 @@ import { type ResolveRequest, type ResolveResult, resolveUpdate, type UnitRef } 
 import type { ActivityDeps } from './deps.ts';
 import { deleteUnit } from './hook-activities.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
-import { dropApplicationIntegrations } from './relation-activities.ts';
+import { dropApplicationIntegrations, electLeader } from './relation-activities.ts';
 import { substrateFor } from './substrates/index.ts';
 import { shellQuote } from './substrates/machine-shell.ts';
 
@@ -44,7 +44,8 @@ export function createUnitActivities(deps: ActivityDeps) {
           }
         }
       }
-      await deleteUnit(db, ref);
+      const gone = await deleteUnit(db, ref);
+      if (gone?.leader) await electLeader(db, ref.modelUuid, gone.application);
     },
 
     /**
