@@ -2,8 +2,9 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
+import { sql } from 'kysely';
 import type { ActivityDeps } from './deps.ts';
-import { dropApplicationIntegrations } from './relation-activities.ts';
+import { dropApplicationIntegrations, wakeUnits } from './relation-activities.ts';
 import { localMachinesDir } from './substrates/local-isolation.ts';
 
 export function createModelActivities({ store, dataDir }: ActivityDeps) {
@@ -53,6 +54,11 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
       const model = await store.db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
       if (!model) return; // already gone: destroying twice is fine
       await rm(join(localMachinesDir(dataDir), model.uuid), { recursive: true, force: true });
+      // applications of other models integrated with this one's: told once the integrations are gone
+      const { rows: others } = await sql<{ modelUuid: string; application: string }>`
+        SELECT DISTINCT o.model_uuid AS "modelUuid", o.application FROM integration_endpoints e
+        JOIN integration_endpoints o ON o.integration_id = e.integration_id AND o.model_uuid <> e.model_uuid
+        WHERE e.model_uuid = ${model.uuid}`.execute(store.db);
       await store.db.transaction().execute(async (tx) => {
         await tx.deleteFrom('status_history').where('model_uuid', '=', model.uuid).execute();
         await tx.deleteFrom('log_entries').where('model_uuid', '=', model.uuid).execute();
@@ -61,6 +67,7 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
         await dropApplicationIntegrations(tx, model.uuid);
         await tx.deleteFrom('models').where('uuid', '=', model.uuid).execute();
       });
+      if (others.length > 0) await wakeUnits(store.db, others, {});
     },
   };
 }

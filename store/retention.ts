@@ -40,6 +40,8 @@ export interface PruneCounts {
   statusHistory: number;
   hookRuns: number;
   operations: number;
+  /** Data bags of units that left a relation (kept a day for the remote units' relation-departed). */
+  departedBags: number;
 }
 
 export interface PruneOptions {
@@ -68,7 +70,7 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
   const now = (opts.now ?? new Date()).getTime();
   const before = (days: number) => new Date(now - days * DAY_MS);
   const batch = Math.max(1, Math.floor(policy.batchSize));
-  const counts: PruneCounts = { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 };
+  const counts: PruneCounts = { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0, departedBags: 0 };
   const tick = () => opts.onBatch?.({ ...counts });
   /** Runs one batched DELETE until it removes less than a batch; how many rows went. */
   const drain = (statement: () => Promise<{ numDeletedRows: bigint }>) =>
@@ -197,6 +199,16 @@ export async function pruneStore(db: Db, policy: RetentionPolicy, opts: PruneOpt
           .orderBy('id')
           .limit(batch),
       )
+      .executeTakeFirstOrThrow(),
+  );
+
+  // the data bag of a unit that left a relation: kept for the remote units'
+  // relation-departed hooks (which read it), a day at most
+  counts.departedBags += await drain(() =>
+    db
+      .deleteFrom('relation_data')
+      .where('departed_at', 'is not', null)
+      .where('departed_at', '<', new Date(now - DAY_MS))
       .executeTakeFirstOrThrow(),
   );
 

@@ -214,4 +214,24 @@ describe('integrations over SSH machines and across models', { skip: unsupported
     assert.equal(await ran('lweb/0', 'kv-relation-broken'), 1);
     assert.equal((await fetchKvWebPage(local, 8080)).page.state, 'no-kv-store');
   });
+
+  test('destroying a model breaks its integrations with another model', async () => {
+    await ok('add-model', 'edge');
+    await ok('deploy', KV_WEB_CHARM, 'eweb', '-m', 'edge', '--config', 'database=edge');
+    await ok('integrate', 'eweb', 'fleet.kv-store', '-m', 'edge');
+    await settle(c, ['edge', 'fleet']);
+    await waitForKvWebConnected(await address('edge', 'eweb/0'), 8080, { database: 'edge' });
+    const stores = ['kv-store/1', 'kv-store/2', 'kv-store/3'];
+    const before = await Promise.all(stores.map((k) => ran(k, 'kv-relation-broken')));
+    await ok('destroy-model', 'edge');
+    await settle(c, ['fleet']);
+    const after = await Promise.all(stores.map((k) => ran(k, 'kv-relation-broken')));
+    assert.deepEqual(
+      after,
+      before.map((n) => n + 1),
+      'each kv-store unit ran relation-broken for the destroyed model’s integration',
+    );
+    const left = JSON.parse((await ok('integrations', '-m', 'fleet', '--format', 'json')).stdout);
+    assert.ok(!left.some((i: { requirer: { model: string } }) => i.requirer.model === 'edge'));
+  });
 });

@@ -122,6 +122,34 @@ for (const backend of storeBackends)
         ])
         .execute();
 
+      // data bags: a unit's that departed two days ago goes; one departed an hour ago
+      // (remote units may still run relation-departed) and a live one stay
+      await store.db
+        .insertInto('clouds')
+        .values({ name: 'rc', type: 'local' })
+        .onConflict((oc) => oc.doNothing())
+        .execute();
+      await store.db.insertInto('models').values({ uuid: 'rm', name: 'rm', cloud: 'rc' }).execute();
+      await store.db
+        .insertInto('integrations')
+        .values({ id: 900, model_uuid: 'rm', key: 'k900', interface: 'x' })
+        .execute();
+      const bag = (owner: string, departed: Date | null) => ({
+        integration_id: 900,
+        model_uuid: 'rm',
+        owner,
+        settings: '{}',
+        departed_at: departed,
+      });
+      await store.db
+        .insertInto('relation_data')
+        .values([
+          bag('a/0', new Date(NOW.getTime() - 2 * 86_400_000)),
+          bag('a/1', new Date(NOW.getTime() - 3_600_000)),
+          bag('a/2', null),
+        ])
+        .execute();
+
       const batches: PruneCounts[] = [];
       const counts = await pruneStore(
         store.db,
@@ -151,7 +179,12 @@ for (const backend of storeBackends)
         ops.map((o) => o.target),
         ['old-running', 'old-pending', 'recent-succeeded'],
       );
-      assert.deepEqual(counts, { logEntries: 6, statusHistory: 3, hookRuns: 1, operations: 3 });
+      assert.deepEqual(counts, { logEntries: 6, statusHistory: 3, hookRuns: 1, operations: 3, departedBags: 1 });
+      const bags = await store.db.selectFrom('relation_data').select('owner').orderBy('owner').execute();
+      assert.deepEqual(
+        bags.map((b) => b.owner),
+        ['a/1', 'a/2'],
+      );
       // batches of two: the five old log lines alone took three statements
       assert.ok(batches.length >= 8, `${batches.length} batches`);
 
@@ -161,7 +194,7 @@ for (const backend of storeBackends)
         { ...DEFAULT_RETENTION, logMaxRowsPerModel: 3, statusMaxRowsPerModel: 3 },
         { now: NOW },
       );
-      assert.deepEqual(again, { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0 });
+      assert.deepEqual(again, { logEntries: 0, statusHistory: 0, hookRuns: 0, operations: 0, departedBags: 0 });
     });
   });
 
