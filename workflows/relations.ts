@@ -83,7 +83,7 @@ export function relationDelta(seen: RelationsSeen, views: RelationView[], starte
     const gone = !v || v.dying;
     const now = gone ? {} : v.units;
     const members = () => Object.keys(s.units).sort(unitOrder);
-    for (const u of Object.keys(s.units)) {
+    for (const u of Object.keys(s.units).sort(unitOrder)) {
       if (u in now) continue;
       delete s.units[u];
       events.push(
@@ -115,9 +115,10 @@ export function relationDelta(seen: RelationsSeen, views: RelationView[], starte
     }
     if (v.appVersion > s.appVersion) {
       // the application's data changed: relation-changed with no remote unit, as
-      // Juju does; units joining now read it in their own relation-changed
+      // Juju does (also while no remote unit is in the relation yet); units joining
+      // now read it in their own relation-changed
       const joining = events.some((e) => e.relationId === rid && e.hook.endsWith('-relation-joined'));
-      if (!joining && Object.keys(now).length > 0) {
+      if (!joining) {
         events.push(ev(`${s.endpoint}-relation-changed`, rid, { remoteApp: s.remoteApp, members: members() }));
       }
       s.appVersion = v.appVersion;

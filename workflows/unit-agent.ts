@@ -112,8 +112,22 @@ export function enqueueCoalescing(queue: QueuedEvent[], ev: UnitEvent): void {
     ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm'].includes(ev.hook) ||
     ev.hook.endsWith('-relation-changed');
   if (coalescible) {
-    const existing = queue.find(same);
-    if (existing) {
+    let at = -1;
+    for (let i = queue.length - 1; i >= 0 && at < 0; i--) if (same(queue[i])) at = i;
+    const existing = at >= 0 ? queue[at] : undefined;
+    // a remote unit that departed (or joined again) since: its changed comes after that
+    const crossed =
+      existing !== undefined &&
+      ev.remoteUnit !== undefined &&
+      queue
+        .slice(at + 1)
+        .some(
+          (q) =>
+            q.relationId === ev.relationId &&
+            q.remoteUnit === ev.remoteUnit &&
+            (q.hook.endsWith('-relation-joined') || q.hook.endsWith('-relation-departed')),
+        );
+    if (existing && !crossed) {
       // keep the earlier slot, but make sure the new requester is told too
       if (ev.notify && existing.notify !== ev.notify) queue.push(ev);
       return;
