@@ -13,7 +13,10 @@ export interface IntegrationInput extends OperationInput {
   integrationId: number;
   /** The applications at its ends (one, for a peer relation), each in its own model. */
   apps: { modelUuid: string; application: string }[];
-  /** remove-integration: fail when the units have not run relation-broken within this many seconds. */
+  /**
+   * integrate: stop following the units' hooks after this many seconds (default 300);
+   * remove-integration: fail when they have not run relation-broken by then (default 600).
+   */
   timeoutSeconds?: number;
 }
 
@@ -38,12 +41,18 @@ export async function integrateWorkflow(input: IntegrationInput): Promise<void> 
         tracker.finished.add(u);
       }
     }
-    const outcome = await tracker.wait('running relation hooks');
+    // the integration is made whatever the units do: the operation follows their
+    // first hooks for a while, then leaves the rest to the agents (status shows them)
+    const outcome = await tracker.wait('running relation hooks', (input.timeoutSeconds ?? 300) * 1000);
     if (outcome === 'error') {
       throw ApplicationFailure.nonRetryable(
         `${tracker.errorSummary()}; the integration stays (see \`charmflow status\`, \`charmflow resolve\`)`,
         'HookFailed',
       );
+    }
+    if (outcome === 'timeout') {
+      const busy = tracker.open().map((u) => `${u}: ${tracker.state[u]}`);
+      await ctx.step(`integrated; relation hooks still to run on ${busy.join('; ')} (see \`charmflow status\`)`);
     }
   });
 }
