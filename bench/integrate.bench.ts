@@ -14,6 +14,7 @@
 //
 // CHARMFLOW_BENCH_INTEGRATE_UNITS (20) and CHARMFLOW_BENCH_INTEGRATE_HOSTS (10)
 // pick other sizes; the requirer's units go round-robin over the hosts.
+// CHARMFLOW_BENCH_INTEGRATE_TRACE=1 prints every relation hook the units logged.
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +24,7 @@ import { paths } from '../controller/config.ts';
 import { openStore } from '../store/store.ts';
 import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
+import { parseRel } from '../test/helpers/relations.ts';
 import { unitAgentQuery, unitAgentWorkflowId } from '../workflows/messages.ts';
 import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
 import { cpuMs, mb, peakRssBytes, rssBytes, systemCpuMs, treeRssBytes } from './process-tree.ts';
@@ -105,6 +107,39 @@ async function settled(
     await sleep(250);
   }
   throw new Error(`model ${MODEL} did not settle within ${timeoutMs} ms; busy: ${last}`);
+}
+
+/**
+ * From what the relator charm logged in each relation hook: how many
+ * relation-changed hooks ran for the remote application's data (no remote unit),
+ * and how many saw nothing new, i.e. the same remote token and application token
+ * as the unit's previous relation-changed for that remote unit (or, for the
+ * application-level ones, the same application token as its previous hook in
+ * the relation). The changed right after a joined is Juju's rule, not counted.
+ */
+function relationChanges(logged: { entity: string; message: string }[]): { appLevel: number; redundant: number } {
+  const last = new Map<string, { hook: string; data: string }>();
+  const lastApp = new Map<string, string>();
+  let appLevel = 0;
+  let redundant = 0;
+  for (const { entity, message } of logged) {
+    const l = parseRel(message);
+    if (!l || !/-relation-(created|joined|changed)$/.test(l.hook)) continue;
+    const rid = `${entity} ${l.fields.rid}`;
+    const app = l.fields.apptoken ?? '';
+    if (l.hook.endsWith('-relation-changed')) {
+      if (!l.fields.remote) {
+        appLevel++;
+        if (lastApp.get(rid) === app) redundant++;
+      } else {
+        const prev = last.get(`${rid} ${l.fields.remote}`);
+        if (prev?.hook.endsWith('-relation-changed') && prev.data === `${l.fields.seen}|${app}`) redundant++;
+      }
+    }
+    if (l.fields.remote) last.set(`${rid} ${l.fields.remote}`, { hook: l.hook, data: `${l.fields.seen}|${app}` });
+    lastApp.set(rid, app);
+  }
+  return { appLevel, redundant };
 }
 
 export async function integrateBench(): Promise<Record<string, number | string>> {
@@ -210,6 +245,7 @@ export async function integrateBench(): Promise<Record<string, number | string>>
     const after = await settled(client, modelUuid, units, 900_000, () => opDone);
     const settledMs = after.at - t0;
     const op = await following;
+    const cpuSpanMs = performance.now() - t0;
     const cpu = {
       controller: cpuMs(controllerPid) - cpu0.controller,
       temporal: cpuMs(temporalPid) - cpu0.temporal,
@@ -236,6 +272,13 @@ export async function integrateBench(): Promise<Record<string, number | string>>
       .select(['unit', 'hook', 'exit_code', 'started_at', 'finished_at'])
       .where('model_uuid', '=', modelUuid)
       .orderBy('started_at')
+      .execute();
+    const logged = await store.db
+      .selectFrom('log_entries')
+      .select(['entity', 'message'])
+      .where('model_uuid', '=', modelUuid)
+      .where('at', '>=', new Date(t0Epoch))
+      .orderBy('id')
       .execute();
     await store.close();
     const at = (d: Date | string | null) => (d === null ? Number.NaN : new Date(d).getTime());
@@ -276,6 +319,11 @@ export async function integrateBench(): Promise<Record<string, number | string>>
     }
     if (unfinished.length > 0) anomalies.push(`${unfinished.length} hook(s) unfinished or failed`);
     if (late.length > 0) anomalies.push(`${late.length} hook(s) started after the model looked settled`);
+    const changes = relationChanges(logged);
+    if (process.env.CHARMFLOW_BENCH_INTEGRATE_TRACE) {
+      // every relation hook the units logged, in commit order
+      for (const l of logged) if (parseRel(l.message)) console.log(`    ${l.entity}: ${l.message}`);
+    }
     const changedMax = Math.max(
       ...units.map(
         (u) => perUnit.get(u)?.[`${u.startsWith(`${PROVIDER}/`) ? 'data' : 'source'}-relation-changed`] ?? 0,
@@ -303,10 +351,12 @@ export async function integrateBench(): Promise<Record<string, number | string>>
       ),
       [`hooks on ${PROVIDER}/0`]: window.filter((r) => r.unit === `${PROVIDER}/0`).length,
       relation_changed_per_unit_max: changedMax,
+      relation_changed_app_level: changes.appLevel,
+      relation_changed_seeing_nothing_new: changes.redundant,
       max_hooks_queued_at_once: after.maxQueued,
       cpu_ms_per_hook_controller: Math.round(cpu.controller / Math.max(1, window.length)),
       cpu_ms_per_hook_temporal: Math.round(cpu.temporal / Math.max(1, window.length)),
-      cpu_busy_percent: Math.round((cpu.all / (settledMs * cpus().length)) * 100),
+      cpu_busy_percent: Math.round((cpu.all / (cpuSpanMs * cpus().length)) * 100),
       controller_rss_during_integrate_max_mb: mb(rss.during.controller),
       controller_rss_before_integrate_max_mb: mb(rss.before.controller),
       controller_peak_rss_mb: mb(peakController),
