@@ -27,7 +27,7 @@ import { projectRoot } from '../test/helpers/cli.ts';
 import { parseRel } from '../test/helpers/relations.ts';
 import { unitAgentQuery, unitAgentWorkflowId } from '../workflows/messages.ts';
 import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
-import { cpuMs, mb, peakRssBytes, rssBytes, systemCpuMs, treeRssBytes } from './process-tree.ts';
+import { cpuMs, mb, peakRssBytes, percentile, rssBytes, systemCpuMs, treeRssBytes } from './process-tree.ts';
 
 const UNITS = Number(process.env.CHARMFLOW_BENCH_INTEGRATE_UNITS ?? 20);
 const HOSTS = Number(process.env.CHARMFLOW_BENCH_INTEGRATE_HOSTS ?? 10);
@@ -320,6 +320,15 @@ export async function integrateBench(): Promise<Record<string, number | string>>
     if (unfinished.length > 0) anomalies.push(`${unfinished.length} hook(s) unfinished or failed`);
     if (late.length > 0) anomalies.push(`${late.length} hook(s) started after the model looked settled`);
     const changes = relationChanges(logged);
+    // a hook's wall time, from the controller taking it up to its commit; the
+    // provider's unit runs one hook per requirer unit and more, one at a time
+    const wall = window
+      .filter((r) => r.finished_at !== null)
+      .map((r) => at(r.finished_at) - at(r.started_at))
+      .sort((a, b) => a - b);
+    const provRuns = window.filter((r) => r.unit === `${PROVIDER}/0`);
+    const provSpanMs =
+      provRuns.length > 0 ? Math.max(...provRuns.map((r) => at(r.finished_at))) - at(provRuns[0].started_at) : 0;
     if (process.env.CHARMFLOW_BENCH_INTEGRATE_TRACE) {
       // every relation hook the units logged, in commit order
       for (const l of logged) if (parseRel(l.message)) console.log(`    ${l.entity}: ${l.message}`);
@@ -349,7 +358,10 @@ export async function integrateBench(): Promise<Record<string, number | string>>
           .sort(([a], [b]) => a.localeCompare(b))
           .map(([k, v]) => [`hooks: ${k}`, v]),
       ),
-      [`hooks on ${PROVIDER}/0`]: window.filter((r) => r.unit === `${PROVIDER}/0`).length,
+      provider_unit_hooks: provRuns.length,
+      provider_unit_first_hook_to_last_done_s: round1(provSpanMs / 1000),
+      hook_wall_ms_p50: Math.round(percentile(wall, 50)),
+      hook_wall_ms_p99: Math.round(percentile(wall, 99)),
       relation_changed_per_unit_max: changedMax,
       relation_changed_app_level: changes.appLevel,
       relation_changed_seeing_nothing_new: changes.redundant,
