@@ -13,6 +13,7 @@ import type { Store } from '../store/store.ts';
 import { authPlugin } from './auth-plugin.ts';
 import { ApiError } from './errors.ts';
 import type { TemporalDeps } from './operation-starter.ts';
+import { actionRoutes } from './routes/actions.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { charmRoutes } from './routes/charms.ts';
 import { type HealthProbe, healthRoutes } from './routes/health.ts';
@@ -23,6 +24,7 @@ import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
 import { statusRoutes } from './routes/status.ts';
 import { tokenRoutes } from './routes/tokens.ts';
+import { waitRoutes } from './routes/wait.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -129,6 +131,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(machineRoutes, { prefix: '/v1' });
   await app.register(applicationRoutes, { prefix: '/v1' });
   await app.register(integrationRoutes, { prefix: '/v1' });
+  await app.register(actionRoutes, { prefix: '/v1' });
   await app.register(logRoutes, { prefix: '/v1' });
+  await app.register(waitRoutes, { prefix: '/v1' });
   return app;
 }

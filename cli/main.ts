@@ -1,6 +1,7 @@
 // The `charmflow` command: an API client (plus `up`, which runs the controller).
 import { Command, CommanderError } from 'commander';
 import { CliError } from './api-client.ts';
+import { registerActions } from './commands/actions.ts';
 import { registerApplications } from './commands/applications.ts';
 import { registerCharms } from './commands/charms.ts';
 import { registerIntegrations } from './commands/integrations.ts';
@@ -12,6 +13,7 @@ import { registerServe } from './commands/serve.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerUp } from './commands/up.ts';
+import { registerWait } from './commands/wait.ts';
 
 export function buildProgram(): Command {
   const program = new Command('charmflow')
@@ -32,8 +34,10 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerMachines(program);
   registerApplications(program);
   registerIntegrations(program);
+  registerActions(program);
   registerLogs(program);
   registerOperations(program);
+  registerWait(program);
   registerTokens(program);
   registerServe(program);
   return program;
