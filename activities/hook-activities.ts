@@ -9,7 +9,7 @@ import { getCharm, getCharmInfo } from '../charm/charm-store.ts';
 import { effectiveConfig } from '../charm/config-values.ts';
 import { HookContext, HookEvent, type HookResult, type RelationSnapshot } from '../charm/hook-protocol.ts';
 import type { CharmMeta } from '../charm/metadata.ts';
-import type { ApplicationRow, MachineRow, ModelRow, UnitRow } from '../store/schema.ts';
+import type { ActionOutcome, ApplicationRow, MachineRow, ModelRow, UnitRow } from '../store/schema.ts';
 import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
@@ -177,10 +177,12 @@ async function buildContext(
   secrets: SecretBox,
 ): Promise<HookContext> {
   const paths = unitPaths(world.machine.root_dir, world.unit.name);
+  const action = ev.action ? await actionOf(db, ev.action.operationId) : undefined;
   return HookContext.parse({
     contextId,
-    kind: 'hook',
+    kind: action ? 'action' : 'hook',
     name: ev.hook,
+    ...(action ? { action } : {}),
     unit: world.unit.name,
     application: world.app.name,
     model: { name: world.model.name, uuid: world.model.uuid },
@@ -205,6 +207,26 @@ async function buildContext(
     unitStatuses: world.siblings,
     charmState: world.unit.charm_state,
   });
+}
+
+/** The params an action runs with, from its operation (they never travel through a workflow history). */
+async function actionOf(db: Db, operationId: number): Promise<{ id: string; params: Record<string, unknown> }> {
+  const op = await db.selectFrom('operations').select(['params']).where('id', '=', operationId).executeTakeFirst();
+  const params = (op?.params as { params?: Record<string, unknown> } | undefined)?.params ?? {};
+  return { id: String(operationId), params };
+}
+
+/** Records how an action run ended, in its operation's row. */
+export async function recordActionOutcome(
+  db: Db | Tx,
+  operationId: number,
+  outcome: Omit<ActionOutcome, 'log'> & { log?: ActionOutcome['log'] },
+): Promise<void> {
+  await db
+    .updateTable('operations')
+    .set({ results: JSON.stringify({ log: [], ...outcome }), updated_at: sql`now()` })
+    .where('id', '=', operationId)
+    .execute();
 }
 
 /** A hook's settings writes as a JSON patch: keys to set, keys to delete (empty or null). */
@@ -390,6 +412,7 @@ export function createHookActivities(deps: ActivityDeps) {
     });
     let pending: Promise<void> = Promise.resolve();
     const logBuffer: LogLine[] = [];
+    const actionLog: ActionOutcome['log'] = [];
     const flushLogs = () => {
       if (logBuffer.length === 0) return;
       const lines = logBuffer.splice(0);
@@ -413,6 +436,7 @@ export function createHookActivities(deps: ActivityDeps) {
           break;
         case 'action-log':
           logBuffer.push({ level: 'INFO', message: parsed.message, at: new Date(parsed.ts) });
+          actionLog.push({ at: new Date(parsed.ts).toISOString(), message: parsed.message });
           break;
         case 'output':
           logBuffer.push({
@@ -445,7 +469,7 @@ export function createHookActivities(deps: ActivityDeps) {
           break;
         }
         case 'result':
-          result = parsed;
+          result = Object.assign(parsed, { actionLog });
           resultArrived();
           break;
       }
@@ -602,6 +626,8 @@ export function createHookActivities(deps: ActivityDeps) {
       }
       if (row.finished) {
         withdraw();
+        // an action's outcome is in its operation already; it never fails the agent
+        if (ev.action) return { ok: true, skipped: false, gone: false, message: '' };
         const ok = row.exit_code === 0;
         return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
       }
@@ -630,6 +656,8 @@ export function createHookActivities(deps: ActivityDeps) {
     }
     const result = await guardMachine(world.machine, () => running);
     const ok = result.exitCode === 0 && !result.timedOut;
+    if (ev.action)
+      return finishAction(world, ev, contextId, result as HookResult & { actionLog?: ActionOutcome['log'] });
     if (ok) {
       await commitRun(db, world, ev, contextId, result);
       await wakeAfterCommit(world, ev, result);
@@ -695,6 +723,50 @@ export function createHookActivities(deps: ActivityDeps) {
     } catch (err) {
       log.warn(`could not wake the units related to ${world.unit.name}: ${err instanceof Error ? err.message : err}`);
     }
+  }
+
+  /**
+   * An action ended: its results, log and status go to its operation; what else it
+   * wrote commits as a hook's would, only on exit 0. A failed action (action-fail,
+   * non-zero exit, timeout) never puts the unit in error: the agent goes on.
+   */
+  async function finishAction(
+    world: UnitWorld,
+    ev: UnitEvent,
+    contextId: string,
+    result: HookResult & { actionLog?: ActionOutcome['log'] },
+  ): Promise<HookOutcome> {
+    const operationId = ev.action?.operationId as number;
+    const exitedOk = result.exitCode === 0 && !result.timedOut;
+    const failed =
+      result.changes.actionFailed ??
+      (result.skipped
+        ? `the charm has no actions/${ev.hook} and no dispatch`
+        : exitedOk
+          ? null
+          : result.timedOut
+            ? 'the action timed out'
+            : `the action exited with code ${result.exitCode}${result.tail.length > 0 ? `: ${result.tail.slice(-3).join(' | ')}` : ''}`);
+    if (exitedOk) {
+      await commitRun(db, world, ev, contextId, result);
+      await wakeAfterCommit(world, ev, result);
+    } else {
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('hook_runs')
+          .set({ exit_code: result.exitCode ?? -1, finished_at: sql`now()`, ...timings(result) })
+          .where('context_id', '=', contextId)
+          .execute();
+        await setAgentStatus(tx, world.model.uuid, world.unit.name, 'idle', '');
+      });
+    }
+    await recordActionOutcome(db, operationId, {
+      status: failed === null ? 'completed' : 'failed',
+      results: result.changes.actionResults,
+      log: result.actionLog ?? [],
+      message: failed ?? '',
+    });
+    return { ok: true, skipped: false, gone: false, message: failed ?? '' };
   }
 
   /** Ships the charm to the unit's machine and creates the unit's directories. */
@@ -798,6 +870,11 @@ export function createHookActivities(deps: ActivityDeps) {
         await setAgentStatus(tx, ref.modelUuid, ref.unit, 'failed', message);
         await appendLogs(tx, ref.modelUuid, ref.unit, [{ level: 'ERROR', message }]);
       });
+    },
+
+    /** An action that could not even start (machine unreachable): it failed; the unit is left as it was. */
+    async failAction(operationId: number, message: string): Promise<void> {
+      await recordActionOutcome(db, operationId, { status: 'failed', results: {}, message });
     },
 
     /** `resolve --no-retry`: the failed hook is skipped; the unit leaves error. */

@@ -133,6 +133,12 @@ export function createUnitActivities(deps: ActivityDeps) {
       return out;
     },
 
+    /** How an action run ended, without its results (they stay in the store, out of workflow histories). */
+    async actionOutcome(operationId: number): Promise<{ status: string; message: string } | null> {
+      const op = await db.selectFrom('operations').select('results').where('id', '=', operationId).executeTakeFirst();
+      return op?.results ? { status: op.results.status, message: op.results.message } : null;
+    },
+
     /** The model's units: what destroy-model tears down. */
     async modelUnits(modelUuid: string): Promise<string[]> {
       const rows = await db

@@ -165,6 +165,7 @@ export function toOperation(row: OperationRow): Operation {
     error: row.error,
     workflowId: row.workflow_id,
     progress: row.progress ?? {},
+    ...(row.results ? { action: row.results } : {}),
     createdBy: row.created_by,
     createdAt: iso(row.created_at)!,
     updatedAt: iso(row.updated_at)!,

@@ -62,6 +62,15 @@ export const Operation = z.object({
   error: z.string().nullable(),
   workflowId: z.string().nullable(),
   progress: z.record(z.string(), z.unknown()),
+  /** run-action: what the action returned (action-set), logged (action-log) and why it failed. */
+  action: z
+    .object({
+      status: z.enum(['running', 'completed', 'failed', 'cancelled']),
+      results: z.record(z.string(), z.unknown()),
+      log: z.array(z.object({ at: z.string(), message: z.string() })),
+      message: z.string(),
+    })
+    .optional(),
   createdBy: z.string(),
   createdAt: z.string(),
   updatedAt: z.string(),

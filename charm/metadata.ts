@@ -440,8 +440,9 @@ function normalizeActions(actions: ActionsYaml): Record<string, ActionSpec> {
       description: spec?.description ?? '',
       params: spec?.params ?? {},
       required: spec?.required ?? [],
-      // charmcraft documents additionalProperties as defaulting to true.
-      additionalProperties: spec?.additionalProperties ?? true,
+      // Juju 3 defaulted additionalProperties to true, Juju 4 to false; charmflow
+      // refuses unknown parameters unless the action says it takes them.
+      additionalProperties: spec?.additionalProperties ?? false,
       ...(spec?.['execution-group'] != null ? { executionGroup: spec['execution-group'] } : {}),
       ...(spec?.parallel != null ? { parallel: spec.parallel } : {}),
     };

@@ -345,6 +345,12 @@ CREATE TABLE relation_data (
 );
 `;
 
+const m009 = `
+-- what an action returned (action-set), logged (action-log) and why it failed
+-- (action-fail, exit code): written by the hook activity, never in a workflow history
+ALTER TABLE operations ADD COLUMN results jsonb;
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -405,6 +411,11 @@ export const migrations: Record<string, MigrationEntry> = {
   '008_integrations': {
     async up(db: AnyDb) {
       for (const stmt of statements(m008)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '009_action_results': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m009)) await sql.raw(stmt).execute(db);
     },
   },
 };

@@ -164,6 +164,14 @@ export interface LogEntriesTable {
   at: Timestamp;
 }
 
+/** What an action run left: Juju's `juju show-operation` fields. */
+export interface ActionOutcome {
+  status: 'running' | 'completed' | 'failed' | 'cancelled';
+  results: Record<string, unknown>;
+  log: { at: string; message: string }[];
+  message: string;
+}
+
 export type OperationState = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 /** How an operation's workflow is started: never a secret (the arguments are the workflow's input). */
@@ -183,6 +191,8 @@ export interface OperationsTable {
   workflow_id: Def<string | null>;
   progress: JsonDef<Record<string, unknown>>;
   params: JsonDef<Record<string, unknown>>;
+  /** An action's outcome (migration 009): results, log lines, status, failure message. */
+  results: ColumnType<ActionOutcome | null, string | null | undefined, string | null>;
   /** The workflow and its arguments, to start it again after a crash (migration 006). */
   start: ColumnType<OperationStart | null, string | null | undefined, string | null>;
   created_by: Def<string>;

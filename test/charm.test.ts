@@ -244,7 +244,7 @@ describe('metadata', () => {
       'metadata.yaml': 'name: x\n',
       'actions.yaml': 'snapshot:\nrestore:\n  required: [id]\n',
     });
-    assert.deepEqual(meta.actions.snapshot, { description: '', params: {}, required: [], additionalProperties: true });
+    assert.deepEqual(meta.actions.snapshot, { description: '', params: {}, required: [], additionalProperties: false });
     assert.deepEqual(meta.actions.restore!.required, ['id']);
   });
 

@@ -162,7 +162,7 @@ export async function cancelAgent(where: { model: string; modelUuid: string }, u
   await onAgent(where, unit, (id) => getExternalWorkflowHandle(id).cancel());
 }
 
-function tagApplication(input: ApplicationOperationInput): void {
+export function tagApplication(input: ApplicationOperationInput): void {
   upsertSearchAttributes([{ key: ApplicationKey, value: input.application }]);
 }
 
@@ -257,7 +257,7 @@ const AGENT_POLL_MS = 2_000;
  * provisioning) is waited for, with the reason shown, so nothing sent meanwhile is
  * lost. A unit that goes meanwhile is finished.
  */
-async function deliverWhenAgentRuns(
+export async function deliverWhenAgentRuns(
   input: ApplicationOperationInput,
   tracker: UnitTracker,
   unit: string,
@@ -289,7 +289,7 @@ const WAIT_REASON_MS = 5_000;
  * (its machine in error or unreachable, the unit in error on an earlier hook), so
  * an operation held up says why instead of just running.
  */
-async function explainWaits(input: ApplicationOperationInput, tracker: UnitTracker, until: () => boolean) {
+export async function explainWaits(input: ApplicationOperationInput, tracker: UnitTracker, until: () => boolean) {
   while (!until()) {
     await sleep(WAIT_REASON_MS);
     const open = tracker.open().filter((u) => !tracker.state[u].startsWith('waiting: no unit agent'));

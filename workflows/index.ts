@@ -1,5 +1,6 @@
 // Every workflow the worker runs. The worker bundles this file.
 
+export { runActionWorkflow } from './action-workflows.ts';
 export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from './application-workflows.ts';
 export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';

@@ -29,6 +29,8 @@ export interface UnitEvent {
    * has run (what relation-list answers): a joining unit is in it, a departing one not.
    */
   members?: string[];
+  /** An action run by an operation: its params and outcome live in the operation's row, not here. */
+  action?: { operationId: number };
 }
 
 export interface ResolveRequest {
@@ -90,6 +92,11 @@ export const resolveUpdate = defineUpdate<ResolveResult, [ResolveRequest]>('reso
 /** Sent by unit agents to the operation that asked for an event. */
 export const unitProgressSignal = defineSignal<[UnitProgress]>('unitProgress');
 export const unitAgentQuery = defineQuery<UnitAgentView>('unitAgent');
+/**
+ * Drop a queued action (by its operation id) before it runs: `cancelled`; one
+ * handed to the machine already: `running` (it runs to its end); `absent`: not queued.
+ */
+export const cancelActionUpdate = defineUpdate<'cancelled' | 'running' | 'absent', [number]>('cancelAction');
 
 /**
  * `unit:<model>:<first 8 of the model uuid>:<app>/<n>`: the name for people, the

@@ -2,6 +2,8 @@
 // work, record success or the reason for failure in the model store.
 import {
   ApplicationFailure,
+  CancellationScope,
+  isCancellation,
   proxyLocalActivities,
   setCurrentDetails,
   upsertSearchAttributes,
@@ -52,6 +54,14 @@ export async function runOperation<T>(input: OperationInput, body: (ctx: Operati
     setCurrentDetails('done');
     return result;
   } catch (err) {
+    if (isCancellation(err)) {
+      // cancel-operation: recorded as cancelled (by a scope that outlives the cancellation)
+      setCurrentDetails('cancelled');
+      await CancellationScope.nonCancellable(() =>
+        ops.updateOperation(input.operationId, { state: 'cancelled', error: 'cancelled by request' }),
+      );
+      throw err;
+    }
     const message = failureMessage(err);
     setCurrentDetails(`failed: ${message}`);
     await ops.updateOperation(input.operationId, { state: 'failed', error: message });

@@ -21,6 +21,7 @@ import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-ac
 import type { RelationActivities } from '../activities/relation-activities.ts';
 import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
+  cancelActionUpdate,
   enqueueSignal,
   type RelationsWake,
   type ResolveRequest,
@@ -106,6 +107,11 @@ export const MAX_BATCH = 8;
  * have begun with the state of its time, so nothing coalesces into it.
  */
 export function enqueueCoalescing(queue: QueuedEvent[], ev: UnitEvent): void {
+  // every action asked for runs
+  if (ev.action) {
+    queue.push(ev);
+    return;
+  }
   const same = (q: QueuedEvent) =>
     q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && q.contextId === undefined;
   const coalescible =
@@ -245,6 +251,13 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       },
     },
   );
+  setHandler(cancelActionUpdate, (operationId: number): 'cancelled' | 'running' | 'absent' => {
+    const at = state.queue.findIndex((e) => e.action?.operationId === operationId);
+    if (at < 0) return 'absent';
+    if (state.queue[at].contextId !== undefined) return 'running';
+    state.queue.splice(at, 1);
+    return 'cancelled';
+  });
   setHandler(
     unitAgentQuery,
     (): UnitAgentView => ({
@@ -307,8 +320,15 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       // the unit goes into error like a failed hook, and is retried the same way
       const hook = batch[0].event.hook;
       const message = err instanceof ActivityFailure && err.cause ? err.cause.message : String(err);
-      outcomes = [{ ok: false, skipped: false, gone: false, message: `cannot run ${hook} hook: ${message}` }];
-      await quick.markHookFailed(ref, hook, outcomes[0].message);
+      const action = batch[0].event.action;
+      if (action) {
+        // an action that cannot run fails; the unit is not put in error for it
+        outcomes = [{ ok: true, skipped: false, gone: false, message: `cannot run action ${hook}: ${message}` }];
+        await quick.failAction(action.operationId, outcomes[0].message);
+      } else {
+        outcomes = [{ ok: false, skipped: false, gone: false, message: `cannot run ${hook} hook: ${message}` }];
+        await quick.markHookFailed(ref, hook, outcomes[0].message);
+      }
     }
     busy = false;
 
