@@ -14,7 +14,8 @@ import { waitFor } from './helpers/wait.ts';
 const counterCharm = join(projectRoot, 'test', 'fixtures', 'charms', 'counter');
 
 describe('wait: pure parts', () => {
-  test('operationConcerns: an application, its units, its integrations; not others', () => {
+  test('operationConcerns: an application, its units, its integrations, across models; not others', () => {
+    const m = 'default';
     const yes = [
       { kind: 'deploy', target: 'web' },
       { kind: 'config', target: 'web' },
@@ -23,6 +24,7 @@ describe('wait: pure parts', () => {
       { kind: 'integrate', target: 'web:db kv:db' },
       { kind: 'remove-integration', target: 'kv:db web:db' },
       { kind: 'destroy-model', target: 'default' },
+      { kind: 'integrate', target: 'kv:db default.web:db', model_name: 'other' },
     ];
     const no = [
       { kind: 'deploy', target: 'webby' },
@@ -30,9 +32,17 @@ describe('wait: pure parts', () => {
       { kind: 'remove-unit', target: 'db/1,webx/2' },
       { kind: 'integrate', target: 'kv:db other.web:db' },
       { kind: 'add-machine', target: 'machine/web' },
+      { kind: 'integrate', target: 'kv:db default.webby:db', model_name: 'other' },
+      { kind: 'integrate', target: 'kv:db web:db', model_name: 'other' },
+      { kind: 'deploy', target: 'web', model_name: 'other' },
     ];
-    for (const op of yes) assert.equal(operationConcerns(op, 'web'), true, JSON.stringify(op));
-    for (const op of no) assert.equal(operationConcerns(op, 'web'), false, JSON.stringify(op));
+    for (const op of yes) assert.equal(operationConcerns({ model_name: m, ...op }, m, 'web'), true, JSON.stringify(op));
+    for (const op of no) assert.equal(operationConcerns({ model_name: m, ...op }, m, 'web'), false, JSON.stringify(op));
+    // the whole model: every operation of it, and integrations of other models reaching into it
+    assert.equal(operationConcerns({ kind: 'add-machine', target: 'machine/0', model_name: m }, m), true);
+    assert.equal(operationConcerns({ kind: 'integrate', target: 'a:x default.b:y', model_name: 'o' }, m), true);
+    assert.equal(operationConcerns({ kind: 'integrate', target: 'a:x defaulty.b:y', model_name: 'o' }, m), false);
+    assert.equal(operationConcerns({ kind: 'deploy', target: 'default.b', model_name: 'o' }, m), false);
   });
 
   test('parseDuration: units and plain seconds; nonsense refused with exit 2', () => {

@@ -50,18 +50,30 @@ const MODEL_WIDE_KINDS = new Set(['create-model', 'destroy-model']);
 /** Operations on machines: their target (`machine/N`) names no application. */
 const MACHINE_KINDS = new Set(['add-machine', 'remove-machine']);
 
+/** Operations whose target may name an application of another model (`model.app:endpoint`). */
+const INTEGRATION_KINDS = ['integrate', 'remove-integration'];
+
 /**
- * Whether an operation concerns application `app`: its target is the application
- * (deploy, add-unit, config, remove-application), one of its units (resolve,
- * `remove-unit` lists them comma-separated), or one end of an integration
- * (`app:endpoint`, the other end of another model being `model.app:endpoint`).
+ * Whether an operation concerns model `model` (application `app` of it, when given).
+ * An operation of the model concerns `app` when its target is the application
+ * (deploy, add-unit, config, remove-application), one of its units (resolve;
+ * remove-unit lists them comma-separated), or one end of an integration
+ * (`app:endpoint`); model-wide ones concern every application. An integration
+ * operation of another model concerns this one when one end is `model.app:endpoint`.
  */
-export function operationConcerns(op: { kind: string; target: string }, app: string): boolean {
-  if (MODEL_WIDE_KINDS.has(op.kind)) return true;
+export function operationConcerns(
+  op: { kind: string; target: string; model_name?: string | null },
+  model: string,
+  app?: string,
+): boolean {
+  const parts = op.target.split(/[\s,]+/);
+  if (op.model_name != null && op.model_name !== model) {
+    if (!INTEGRATION_KINDS.includes(op.kind)) return false;
+    return parts.some((p) => p.startsWith(app === undefined ? `${model}.` : `${model}.${app}:`));
+  }
+  if (app === undefined || MODEL_WIDE_KINDS.has(op.kind)) return true;
   if (MACHINE_KINDS.has(op.kind)) return false;
-  return op.target
-    .split(/[\s,]+/)
-    .some((part) => part === app || part.startsWith(`${app}/`) || part.startsWith(`${app}:`));
+  return parts.some((p) => p === app || p.startsWith(`${app}/`) || p.startsWith(`${app}:`));
 }
 
 interface Look {
@@ -122,9 +134,15 @@ async function look(db: Db, temporal: TemporalDeps, model: ModelRow, only?: stri
   const [ops, units] = await Promise.all([
     db
       .selectFrom('operations')
-      .select(['id', 'kind', 'target', 'state', 'summary'])
-      .where('model_name', '=', model.name)
+      .select(['id', 'kind', 'target', 'state', 'summary', 'model_name'])
       .where('state', 'in', ['pending', 'running'])
+      .where((eb) =>
+        eb.or([
+          eb('model_name', '=', model.name),
+          // model names are [a-z0-9-]: nothing in them is a LIKE wildcard
+          eb.and([eb('kind', 'in', INTEGRATION_KINDS), eb('target', 'like', `%${model.name}.%`)]),
+        ]),
+      )
       .orderBy('id')
       .execute(),
     (() => {
@@ -153,8 +171,12 @@ async function look(db: Db, temporal: TemporalDeps, model: ModelRow, only?: stri
     return out;
   }
   for (const op of ops) {
-    if (only !== undefined && !operationConcerns(op, only)) continue;
-    out.busy.push({ what: `operation ${op.id} (${op.kind})`, why: `${op.state}: ${op.summary || op.target}` });
+    if (!operationConcerns(op, model.name, only)) continue;
+    const where = op.model_name !== model.name ? ` of model ${op.model_name}` : '';
+    out.busy.push({
+      what: `operation ${op.id} (${op.kind})${where}`,
+      why: `${op.state}: ${op.summary || op.target}`,
+    });
   }
   for (const u of units) {
     if (u.agent_status === 'executing' || u.agent_status === 'allocating') {
