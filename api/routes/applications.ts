@@ -1,4 +1,4 @@
-// Applications and units: deploy, config, remove, resolve.
+// Applications and units: deploy, add-unit, scale, config, remove, resolve.
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { sql } from 'kysely';
 import { z } from 'zod';
@@ -11,8 +11,8 @@ import {
   validateConfigObject,
 } from '../../charm/config-values.ts';
 import type { CharmMeta, ConfigOptions } from '../../charm/metadata.ts';
-import type { ConfigValue, ModelRow } from '../../store/schema.ts';
-import { type Db, isUniqueViolation } from '../../store/store.ts';
+import type { ApplicationRow, ConfigValue, ModelRow, OperationRow } from '../../store/schema.ts';
+import { type Db, isUniqueViolation, type Tx } from '../../store/store.ts';
 import type { DeployInput } from '../../workflows/application-workflows.ts';
 import type { RelationIntro } from '../../workflows/relations.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
@@ -45,6 +45,31 @@ export const AddUnitBody = z.strictObject({
   to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
 });
 
+/** scale-application: the number of alive units wanted; `to` places the new ones (growing only). */
+export const ScaleBody = z.strictObject({
+  scale: bodyInt(0, 1000),
+  to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
+});
+
+/** A scale that changes something: the operation, and which units it adds or removes. */
+export const ScaleAccepted = Accepted.extend({
+  application: z.string(),
+  /** Alive units before. */
+  from: z.number().int(),
+  scale: z.number().int(),
+  added: z.array(z.string()),
+  removed: z.array(z.string()),
+});
+
+/** A scale to the number of alive units there already are: nothing is started (200, no operation). */
+export const ScaleUnchanged = z.object({
+  operation: z.null(),
+  application: z.string(),
+  scale: z.number().int(),
+  units: z.array(z.string()),
+  message: z.string(),
+});
+
 export const ConfigBody = z.strictObject({
   set: ConfigInput.default({}),
   reset: z.array(Text.min(1)).default([]),
@@ -70,6 +95,20 @@ export const ApplicationConfig = z.object({
   charm: z.string(),
   settings: z.record(z.string(), ConfigSetting),
 });
+
+/** How long a shrinking scale waits for a unit's stop and remove hooks (remove-unit's default). */
+const SCALE_REMOVE_TIMEOUT_SECONDS = 300;
+
+/**
+ * The `count` units a shrinking scale removes: the highest-numbered non-leaders
+ * first; the leader only when nothing else is left to remove (then the lowest unit
+ * left is elected, as when remove-unit takes the leader).
+ */
+export function shrinkVictims(alive: { name: string; number: number; leader: boolean }[], count: number): string[] {
+  const byNumberDesc = [...alive].sort((a, b) => b.number - a.number);
+  const order = [...byNumberDesc.filter((u) => !u.leader), ...byNumberDesc.filter((u) => u.leader)];
+  return order.slice(0, count).map((u) => u.name);
+}
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
@@ -281,75 +320,226 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
       const model = await aliveModel(db, req.params.model);
       const { row } = await loadApp(req.params.model, req.params.app);
       if (row.life !== 'alive') throw new ConflictError(`application "${row.name}" is being removed`);
-      const meta = await charmMeta(db, row.charm_name, row.charm_revision);
       const numUnits = Math.max(req.body.numUnits, req.body.to?.length ?? 0);
-      const placements = await placeUnits(model, numUnits, req.body.to);
-      let units: DeployInput['units'] = [];
-      let relations: RelationIntro[] = [];
-      const relatable = meta.endpoints.some((e) => !e.implicit);
-      const op = await startOperation(db, temporal, {
+      const { op } = await startAddUnits(req.principal?.user ?? '', model, row, {
         kind: 'add-unit',
-        model: model.name,
-        target: row.name,
-        createdBy: req.principal?.user ?? '',
-        workflow: 'deployWorkflow',
+        numUnits,
+        to: req.body.to,
         summary: `add ${numUnits} unit(s) to ${row.name}`,
         params: { numUnits, to: req.body.to ?? [] },
-        intent: async (tx) => {
-          // numbers are never reused: the next ones, taken under the application's row lock
-          const app = await tx
-            .updateTable('applications')
-            .set({ next_unit: sql`next_unit + ${numUnits}` })
-            .where('model_uuid', '=', model.uuid)
-            .where('name', '=', row.name)
-            .where('life', '=', 'alive')
-            .returning(['next_unit'])
-            .executeTakeFirst();
-          if (!app) throw new ConflictError(`application "${row.name}" is being removed`);
-          const first = app.next_unit - numUnits;
-          const leader = await tx
-            .selectFrom('units')
-            .select('name')
-            .where('model_uuid', '=', model.uuid)
-            .where('application', '=', row.name)
-            .where('leader', '=', true)
-            .where('life', '=', 'alive')
-            .executeTakeFirst();
-          units = placements.map((machine, i) => ({
-            unit: `${row.name}/${first + i}`,
-            machine,
-            leader: !leader && i === 0,
-          }));
-          relations = (await relationsOf(tx, model.uuid, row.name))
-            .filter((r) => r.life === 'alive')
-            .map((r) => ({ id: r.id, endpoint: r.endpoint, remoteApp: r.remote_app }));
-          await tx
-            .insertInto('units')
-            .values(
-              units.map((u, i) => ({
-                model_uuid: model.uuid,
-                name: u.unit,
-                application: row.name,
-                number: first + i,
-                machine_id: u.machine,
-                leader: u.leader,
-              })),
-            )
-            .execute();
-        },
-        args: (operationId) => [
-          {
-            operationId,
-            model: model.name,
-            modelUuid: model.uuid,
-            kind: 'add-unit',
-            application: row.name,
-            units,
-            ...(relatable ? { relatable, relations } : {}),
-          },
-        ],
       });
       return reply.status(202).send({ operation: toOperation(op) });
+    },
+  );
+
+  /**
+   * add-unit and a growing scale-application: take the next unit numbers under the
+   * application's row lock, insert the units, and start them (install, relation-created
+   * for every alive relation, leadership, config-changed, start) with deployWorkflow.
+   * `aliveBefore`: fail with 409 when the alive units changed since the caller counted them.
+   */
+  async function startAddUnits(
+    user: string,
+    model: ModelRow,
+    row: ApplicationRow,
+    r: {
+      kind: 'add-unit' | 'scale';
+      numUnits: number;
+      to: string[] | undefined;
+      summary: string;
+      params: Record<string, unknown>;
+      aliveBefore?: string[];
+    },
+  ): Promise<{ op: OperationRow; units: string[] }> {
+    const meta = await charmMeta(db, row.charm_name, row.charm_revision);
+    const { numUnits } = r;
+    const placements = await placeUnits(model, numUnits, r.to);
+    let units: DeployInput['units'] = [];
+    let relations: RelationIntro[] = [];
+    const relatable = meta.endpoints.some((e) => !e.implicit);
+    const op = await startOperation(db, temporal, {
+      kind: r.kind,
+      model: model.name,
+      target: row.name,
+      createdBy: user,
+      workflow: 'deployWorkflow',
+      summary: r.summary,
+      params: r.params,
+      intent: async (tx) => {
+        // numbers are never reused: the next ones, taken under the application's row lock
+        const app = await tx
+          .updateTable('applications')
+          .set({ next_unit: sql`next_unit + ${numUnits}` })
+          .where('model_uuid', '=', model.uuid)
+          .where('name', '=', row.name)
+          .where('life', '=', 'alive')
+          .returning(['next_unit'])
+          .executeTakeFirst();
+        if (!app) throw new ConflictError(`application "${row.name}" is being removed`);
+        if (r.aliveBefore) await sameAliveUnits(tx, model.uuid, row.name, r.aliveBefore);
+        const first = app.next_unit - numUnits;
+        const leader = await tx
+          .selectFrom('units')
+          .select('name')
+          .where('model_uuid', '=', model.uuid)
+          .where('application', '=', row.name)
+          .where('leader', '=', true)
+          .where('life', '=', 'alive')
+          .executeTakeFirst();
+        units = placements.map((machine, i) => ({
+          unit: `${row.name}/${first + i}`,
+          machine,
+          leader: !leader && i === 0,
+        }));
+        relations = (await relationsOf(tx, model.uuid, row.name))
+          .filter((x) => x.life === 'alive')
+          .map((x) => ({ id: x.id, endpoint: x.endpoint, remoteApp: x.remote_app }));
+        await tx
+          .insertInto('units')
+          .values(
+            units.map((u, i) => ({
+              model_uuid: model.uuid,
+              name: u.unit,
+              application: row.name,
+              number: first + i,
+              machine_id: u.machine,
+              leader: u.leader,
+            })),
+          )
+          .execute();
+      },
+      args: (operationId) => [
+        {
+          operationId,
+          model: model.name,
+          modelUuid: model.uuid,
+          kind: r.kind,
+          application: row.name,
+          units,
+          ...(relatable ? { relatable, relations } : {}),
+        },
+      ],
+    });
+    return { op, units: units.map((u) => u.unit) };
+  }
+
+  /** An application's alive units, lowest number first, with their leadership. */
+  async function aliveUnits(q: Db | Tx, modelUuid: string, application: string) {
+    return q
+      .selectFrom('units')
+      .select(['name', 'number', 'leader'])
+      .where('model_uuid', '=', modelUuid)
+      .where('application', '=', application)
+      .where('life', '=', 'alive')
+      .orderBy('number')
+      .execute();
+  }
+
+  /** 409 when another operation added or removed units since `expected` was read (call under the app's row lock). */
+  async function sameAliveUnits(tx: Tx, modelUuid: string, application: string, expected: string[]) {
+    const now = (await aliveUnits(tx, modelUuid, application)).map((u) => u.name);
+    if (now.join(',') !== expected.join(',')) {
+      throw new ConflictError(
+        `the units of application "${application}" changed meanwhile (now ${now.length} alive: ${now.join(', ') || 'none'}); try again`,
+      );
+    }
+  }
+
+  app.put(
+    '/models/:model/applications/:app/scale',
+    {
+      schema: {
+        summary:
+          'Scale an application to N alive units (asynchronous): new units join its relations; ' +
+          'the highest-numbered non-leaders go first, the leader last. 200 without an operation when it has N already',
+        tags: ['units'],
+        params: AppParams,
+        body: ScaleBody,
+        response: { 200: ScaleUnchanged, 202: ScaleAccepted, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const model = await aliveModel(db, req.params.model);
+      const { row } = await loadApp(req.params.model, req.params.app);
+      if (row.life !== 'alive') throw new ConflictError(`application "${row.name}" is being removed`);
+      const want = req.body.scale;
+      const alive = await aliveUnits(db, model.uuid, row.name);
+      const names = alive.map((u) => u.name);
+      const to = req.body.to;
+      const user = req.principal?.user ?? '';
+      if (want === alive.length) {
+        if (to && to.length > 0) {
+          throw new BadRequestError(`application "${row.name}" already has ${want} unit(s): no new unit to place`, [
+            { field: 'body.to', message: 'only a scale that adds units takes machines' },
+          ]);
+        }
+        return reply.status(200).send({
+          operation: null,
+          application: row.name,
+          scale: want,
+          units: names,
+          message: `application "${row.name}" already has ${want} unit(s); nothing to do`,
+        });
+      }
+      if (want > alive.length) {
+        const numUnits = want - alive.length;
+        if (to && to.length > numUnits) {
+          throw new BadRequestError(
+            `scaling ${row.name} from ${alive.length} to ${want} adds ${numUnits} unit(s), but --to names ${to.length} machine(s)`,
+            [{ field: 'body.to', message: `at most ${numUnits} machine(s): one per new unit` }],
+          );
+        }
+        const { op, units } = await startAddUnits(user, model, row, {
+          kind: 'scale',
+          numUnits,
+          to,
+          summary: `scale ${row.name} from ${alive.length} to ${want} unit(s): add ${numUnits}`,
+          params: { scale: want, from: alive.length, add: numUnits, to: to ?? [] },
+          aliveBefore: names,
+        });
+        return reply.status(202).send({
+          operation: toOperation(op),
+          application: row.name,
+          from: alive.length,
+          scale: want,
+          added: units,
+          removed: [],
+        });
+      }
+      if (to && to.length > 0) {
+        throw new BadRequestError(
+          `scaling ${row.name} from ${alive.length} to ${want} removes units: there is no new unit to place`,
+          [{ field: 'body.to', message: 'only a scale that adds units takes machines' }],
+        );
+      }
+      const removed = shrinkVictims(alive, alive.length - want);
+      const op = await startRemoval(user, model, {
+        kind: 'scale',
+        application: row.name,
+        units: removed,
+        force: false,
+        timeoutSeconds: SCALE_REMOVE_TIMEOUT_SECONDS,
+        summary: `scale ${row.name} from ${alive.length} to ${want} unit(s): remove ${removed.join(', ')}`,
+        params: { scale: want, from: alive.length, remove: removed },
+        check: async (tx) => {
+          await tx
+            .selectFrom('applications')
+            .select('life')
+            .where('model_uuid', '=', model.uuid)
+            .where('name', '=', row.name)
+            .forUpdate()
+            .executeTakeFirst();
+          await sameAliveUnits(tx, model.uuid, row.name, names);
+        },
+      });
+      return reply.status(202).send({
+        operation: toOperation(op),
+        application: row.name,
+        from: alive.length,
+        scale: want,
+        added: [],
+        removed,
+      });
     },
   );
 
@@ -486,23 +676,27 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
     user: string,
     model: ModelRow,
     r: {
-      kind: 'remove-unit' | 'remove-application';
+      kind: 'remove-unit' | 'remove-application' | 'scale';
       application: string;
       units: string[];
       force: boolean;
       timeoutSeconds: number;
       summary: string;
+      /** More to record on the operation. */
+      params?: Record<string, unknown>;
+      /** Runs first in the intent's transaction; throws to refuse. */
+      check?: (tx: Tx) => Promise<void>;
     },
   ) {
     const removeApplication = r.kind === 'remove-application';
     return startOperation(db, temporal, {
       kind: r.kind,
       model: model.name,
-      target: removeApplication ? r.application : r.units.join(','),
+      target: r.kind === 'remove-unit' ? r.units.join(',') : r.application,
       createdBy: user,
       workflow: 'removeWorkflow',
       summary: r.summary,
-      params: { force: r.force, timeout: r.timeoutSeconds },
+      params: { ...r.params, force: r.force, timeout: r.timeoutSeconds },
       args: (operationId) => [
         {
           operationId,
@@ -517,6 +711,7 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
         },
       ],
       intent: async (tx) => {
+        await r.check?.(tx);
         if (removeApplication) {
           await tx
             .updateTable('applications')

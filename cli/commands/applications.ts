@@ -31,6 +31,11 @@ function parseAssignments(pairs: string[]): Record<string, string> {
 
 const enc = encodeURIComponent;
 
+/** PUT …/scale: an operation with the units it adds or removes, or (200) nothing to do. */
+type ScaleAnswer =
+  | { operation: Operation; from: number; scale: number; added: string[]; removed: string[] }
+  | { operation: null; message: string };
+
 export function registerApplications(program: Command): void {
   modelOption(
     program
@@ -88,6 +93,40 @@ export function registerApplications(program: Command): void {
       { numUnits: Number(opts.numUnits), ...(to ? { to } : {}) },
     );
     await finishMutation(api, operation, opts, () => `Added ${opts.numUnits} unit(s) to "${application}".`);
+  });
+
+  modelOption(
+    program
+      .command('scale-application <application> <scale>')
+      .description(
+        'Scale an application to N units: new units join its integrations; going down removes the ' +
+          'highest-numbered units first, the leader last (then the lowest unit left is elected)',
+      )
+      .option('--to <machines>', 'comma-separated machine numbers to place the new units on, in order')
+      .option('--no-wait', 'return at once with the operation id'),
+  ).action(async (application: string, scale: string, opts: { to?: string; wait: boolean; model: string }) => {
+    if (!/^\d+$/.test(scale) || Number(scale) > 1000) {
+      throw new CliError(`invalid scale "${scale}": expected a number of units from 0 to 1000`, 2);
+    }
+    const to = opts.to ? opts.to.split(',').map((s) => s.trim()) : undefined;
+    const api = new ApiClient();
+    const res = await api.put<ScaleAnswer>(`/v1/models/${enc(opts.model)}/applications/${enc(application)}/scale`, {
+      scale: Number(scale),
+      ...(to ? { to } : {}),
+    });
+    if (res.operation === null) {
+      // already that many units: nothing was started
+      process.stdout.write(`${res.message}\n`);
+      return;
+    }
+    const { from, added, removed } = res;
+    const what = added.length > 0 ? `added ${added.join(', ')}` : `removed ${removed.join(', ')}`;
+    await finishMutation(
+      api,
+      res.operation,
+      opts,
+      () => `Scaled "${application}" from ${from} to ${scale} unit(s): ${what}.`,
+    );
   });
 
   modelOption(
