@@ -127,7 +127,8 @@ function worldQuery(ref: UnitRef) {
 }
 
 async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
-  const app = row.app;
+  // a unit a rolling refresh moved runs its own revision of the charm
+  const app = row.unit.charm_revision != null ? { ...row.app, charm_revision: row.unit.charm_revision } : row.app;
   const key = `${app.charm_name}:${app.charm_revision}`;
   let meta = metaCache.get(key);
   if (!meta) {

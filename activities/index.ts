@@ -4,6 +4,7 @@ import { createHookActivities } from './hook-activities.ts';
 import { createMachineActivities } from './machine-activities.ts';
 import { createModelActivities } from './model-activities.ts';
 import { createOperationActivities } from './operation-activities.ts';
+import { createRefreshActivities } from './refresh-activities.ts';
 import { createRelationActivities } from './relation-activities.ts';
 import { createRetentionActivities } from './retention-activities.ts';
 import { createUnitActivities } from './unit-activities.ts';
@@ -17,6 +18,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createUnitActivities(deps),
     ...createRetentionActivities(deps),
     ...createRelationActivities(deps),
+    ...createRefreshActivities(deps),
   };
 }
 

@@ -22,6 +22,7 @@ import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
+import { refreshRoutes } from './routes/refresh.ts';
 import { statusRoutes } from './routes/status.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { waitRoutes } from './routes/wait.ts';
@@ -132,6 +133,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(applicationRoutes, { prefix: '/v1' });
   await app.register(integrationRoutes, { prefix: '/v1' });
   await app.register(actionRoutes, { prefix: '/v1' });
+  await app.register(refreshRoutes, { prefix: '/v1' });
   await app.register(logRoutes, { prefix: '/v1' });
   await app.register(waitRoutes, { prefix: '/v1' });
   return app;

@@ -9,6 +9,7 @@ import { registerLogs } from './commands/logs.ts';
 import { registerMachines } from './commands/machines.ts';
 import { registerModels } from './commands/models.ts';
 import { registerOperations } from './commands/operations.ts';
+import { registerRefresh } from './commands/refresh.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerTokens } from './commands/tokens.ts';
@@ -35,6 +36,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerApplications(program);
   registerIntegrations(program);
   registerActions(program);
+  registerRefresh(program);
   registerLogs(program);
   registerOperations(program);
   registerWait(program);

@@ -351,6 +351,12 @@ const m009 = `
 ALTER TABLE operations ADD COLUMN results jsonb;
 `;
 
+const m010 = `
+-- the charm revision a unit runs, while a rolling refresh has it on another one
+-- than its application's (NULL: the application's)
+ALTER TABLE units ADD COLUMN charm_revision integer;
+`;
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations run before the typed schema exists
 type AnyDb = Kysely<any>;
 
@@ -416,6 +422,11 @@ export const migrations: Record<string, MigrationEntry> = {
   '009_action_results': {
     async up(db: AnyDb) {
       for (const stmt of statements(m009)) await sql.raw(stmt).execute(db);
+    },
+  },
+  '010_unit_charm_revision': {
+    async up(db: AnyDb) {
+      for (const stmt of statements(m010)) await sql.raw(stmt).execute(db);
     },
   },
 };

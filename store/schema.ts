@@ -98,6 +98,8 @@ export interface UnitsTable {
   ports: JsonDef<string[]>;
   charm_state: JsonDef<Record<string, string>>;
   installed: Def<boolean>;
+  /** The charm revision the unit runs during a rolling refresh (null: its application's). */
+  charm_revision: ColumnType<number | null, number | null | undefined, number | null>;
   /** The last hook that ran to completion (or failed). */
   last_hook: Def<string>;
   created_at: Timestamp;

@@ -5,5 +5,6 @@ export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from 
 export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
+export { refreshWorkflow } from './refresh-workflows.ts';
 export { retentionWorkflow } from './retention.ts';
 export { unitAgentWorkflow } from './unit-agent.ts';

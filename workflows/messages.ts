@@ -29,6 +29,16 @@ export interface UnitEvent {
    * has run (what relation-list answers): a joining unit is in it, a departing one not.
    */
   members?: string[];
+  /**
+   * Ship the unit's charm (its current revision in the store) to the machine before
+   * this hook: refresh's upgrade-charm. A batch starts at such an event.
+   */
+  ship?: boolean;
+  /**
+   * Drop what is still queued for this operation (workflow id) before queuing these,
+   * and skip its hook that failed, if that is what the unit is stuck on: a rollback.
+   */
+  supersedes?: string;
   /** An action run by an operation: its params and outcome live in the operation's row, not here. */
   action?: { operationId: number };
 }
@@ -111,3 +121,8 @@ export function unitAgentWorkflowId(model: string, modelUuid: string, unit: stri
 export function legacyUnitAgentWorkflowId(model: string, unit: string): string {
   return `unit:${model}:${unit}`;
 }
+
+/** A refresh paused after its first batch goes on. */
+export const refreshResumeSignal = defineSignal('resumeRefresh');
+/** A refresh paused (or running) stops and rolls back every unit it refreshed. */
+export const refreshAbortSignal = defineSignal('abortRefresh');

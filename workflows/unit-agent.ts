@@ -107,8 +107,8 @@ export const MAX_BATCH = 8;
  * have begun with the state of its time, so nothing coalesces into it.
  */
 export function enqueueCoalescing(queue: QueuedEvent[], ev: UnitEvent): void {
-  // every action asked for runs
-  if (ev.action) {
+  // every action asked for runs; a hook that ships a charm (refresh, rollback) is never merged into another
+  if (ev.action || ev.ship) {
     queue.push(ev);
     return;
   }
@@ -157,6 +157,8 @@ export function nextBatch(state: UnitAgentState): HookRun[] {
   const [app, n] = state.ref.unit.split('/');
   const runs: HookRun[] = [];
   for (const ev of state.queue.slice(0, MAX_BATCH)) {
+    // a hook that needs the charm shipped first starts a batch of its own
+    if (ev.ship && runs.length > 0) break;
     const agent = state.incarnation ? `${state.incarnation}-` : '';
     ev.contextId ??= `${state.ref.modelUuid.slice(0, 8)}-${app}-${n}-${agent}${state.seq++}`;
     const { contextId, ...event } = ev;
@@ -216,6 +218,14 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   };
 
   setHandler(enqueueSignal, (events) => {
+    const superseded = events.find((e) => e.supersedes)?.supersedes;
+    if (superseded) {
+      // a rollback: what the operation queued and is not on the machine yet goes;
+      // a hook of it the unit failed on is skipped (the skip path takes it off the head)
+      const stuck = state.failure?.event.notify === superseded ? state.queue[0] : undefined;
+      state.queue = state.queue.filter((q) => q === stuck || q.notify !== superseded || q.contextId !== undefined);
+      if (stuck) ask({ retry: false });
+    }
     for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev);
   });
   setHandler(relationsChangedSignal, (wake: RelationsWake) => {
@@ -303,7 +313,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     try {
       // the charm goes to the machine before the first hook; a failure there is
       // handled like a failed hook (error, backoff, resolve)
-      const prepare = !state.prepared;
+      const prepare = !state.prepared || batch[0].event.ship === true;
       if (prepare) setCurrentDetails(`${ref.unit}: deploying the charm to its machine, then ${names}`);
       outcomes = await hooks.runHooks.executeWithOptions(
         {
