@@ -4,9 +4,11 @@
 import { Context } from '@temporalio/activity';
 import { type Client, type WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
 import { sql } from 'kysely';
+import { updateStatusMs } from '../api/model-config.ts';
 import type { RelationSnapshot } from '../charm/hook-protocol.ts';
 import type { Db, Tx } from '../store/store.ts';
 import {
+  type AgentSettings,
   enqueueSignal,
   legacyUnitAgentWorkflowId,
   type RelationsWake,
@@ -311,6 +313,12 @@ export function createRelationActivities(deps: ActivityDeps) {
     /** Wakes every unit of the applications related to `application` (and its peers). */
     async wakeRelatedUnits(modelUuid: string, application: string, wake: RelationsWake = {}): Promise<string[]> {
       return wakeUnits(db, await relatedApps(db, modelUuid, application), wake);
+    },
+
+    /** The model's settings unit agents follow (model-config). */
+    async agentSettings(modelUuid: string): Promise<AgentSettings> {
+      const model = await db.selectFrom('models').select('config').where('uuid', '=', modelUuid).executeTakeFirst();
+      return { updateStatusMs: updateStatusMs(model?.config) };
     },
 
     /** The units of these applications (an integration's ends). */

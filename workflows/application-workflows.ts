@@ -30,7 +30,7 @@ import {
 import { type OperationContext, type OperationInput, operationRecords as ops, runOperation } from './operation.ts';
 import { introduce, type RelationIntro, type RelationsSeen } from './relations.ts';
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
-import { PATCH_RELATIONS, unitAgentWorkflow } from './unit-agent.ts';
+import { PATCH_AGENT_SETTINGS, PATCH_RELATIONS, unitAgentWorkflow } from './unit-agent.ts';
 
 // forced removal and record clean-up: an operation never stops half way through them
 const units = proxyActivities<UnitActivities>(BOOKKEEPING_ACTIVITY);
@@ -208,6 +208,8 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
     await placeUnits(ctx, input, tracker);
     await ctx.step('starting unit agents');
     const self = workflowInfo().workflowId;
+    // the model's settings the agents follow (model-config), read once for all of them
+    const settings = patched(PATCH_AGENT_SETTINGS) ? await relations.agentSettings(input.modelUuid) : undefined;
     // every agent starts in the same workflow task: units do not queue behind each other
     await Promise.all(
       input.units.map(async (u) => {
@@ -224,7 +226,7 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
         const relating = input.relatable ? { relatable: true, started: false, relations: seen } : {};
         await startChild(unitAgentWorkflow, {
           workflowId: unitAgentWorkflowId(input.model, input.modelUuid, u.unit),
-          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false, ...relating }],
+          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false, ...relating, ...settings }],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
           typedSearchAttributes: [

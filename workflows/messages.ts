@@ -126,3 +126,10 @@ export function legacyUnitAgentWorkflowId(model: string, unit: string): string {
 export const refreshResumeSignal = defineSignal('resumeRefresh');
 /** A refresh paused (or running) stops and rolls back every unit it refreshed. */
 export const refreshAbortSignal = defineSignal('abortRefresh');
+
+/** The model's settings a unit agent follows (model-config). */
+export interface AgentSettings {
+  /** Between update-status hooks. */
+  updateStatusMs: number;
+}
+export const agentSettingsSignal = defineSignal<[AgentSettings]>('agentSettings');

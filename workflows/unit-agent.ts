@@ -21,6 +21,7 @@ import type { HookActivities, HookOutcome, HookRun } from '../activities/hook-ac
 import type { RelationActivities } from '../activities/relation-activities.ts';
 import { BOOKKEEPING_ACTIVITY, BOOKKEEPING_RETRY } from './activity-options.ts';
 import {
+  agentSettingsSignal,
   cancelActionUpdate,
   enqueueSignal,
   type RelationsWake,
@@ -63,6 +64,8 @@ export interface UnitAgentState {
   started?: boolean;
   /** A wake came: look at the unit's relations before the next hook. */
   syncWanted?: boolean;
+  /** Between update-status hooks (model-config update-status-hook-interval); default 5 minutes. */
+  updateStatusMs?: number;
   /** Wakes that asked to be told when the hooks they brought have run. */
   waiters?: { notify: string; relationId?: number }[];
 }
@@ -97,6 +100,8 @@ const relationStore = proxyLocalActivities<RelationActivities>({
 export const PATCH_RETRY_AFTER_RUNNING_RETRY = 'resolve-retry-while-retrying';
 /** 2026-12: agents look up and run relation hooks (workflows/relations.ts). */
 export const PATCH_RELATIONS = 'relation-hooks';
+/** 2026-12: deploy reads the model's settings (update-status interval) for its agents. */
+export const PATCH_AGENT_SETTINGS = 'agent-settings';
 
 /** Hooks handed to the machine in one go, at most. */
 export const MAX_BATCH = 8;
@@ -228,6 +233,14 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     }
     for (const { contextId: _ignored, ...ev } of events as QueuedEvent[]) enqueueCoalescing(state.queue, ev);
   });
+  // a new update-status interval starts the idle wait afresh
+  let settingsChanged = false;
+  setHandler(agentSettingsSignal, (settings) => {
+    if (settings.updateStatusMs > 0 && settings.updateStatusMs !== state.updateStatusMs) {
+      state.updateStatusMs = settings.updateStatusMs;
+      settingsChanged = true;
+    }
+  });
   setHandler(relationsChangedSignal, (wake: RelationsWake) => {
     state.syncWanted = true;
     if (wake.notify) state.waiters = [...(state.waiters ?? []), { notify: wake.notify, relationId: wake.relationId }];
@@ -285,7 +298,14 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   while (true) {
     if (state.queue.length === 0) {
       setCurrentDetails(`${ref.unit}: idle`);
-      const woke = await condition(() => state.queue.length > 0 || state.syncWanted === true, UPDATE_STATUS_MS);
+      const woke = await condition(
+        () => state.queue.length > 0 || state.syncWanted === true || settingsChanged,
+        state.updateStatusMs ?? UPDATE_STATUS_MS,
+      );
+      if (settingsChanged) {
+        settingsChanged = false;
+        if (state.queue.length === 0 && !state.syncWanted) continue;
+      }
       if (!woke) {
         state.queue.push({ hook: 'update-status' });
         // and a look at the relations, in case a wake was lost (a worker died after a commit)

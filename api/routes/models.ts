@@ -1,12 +1,15 @@
 import { randomUUID } from 'node:crypto';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ModelRow } from '../../store/schema.ts';
 import { isUniqueViolation } from '../../store/store.ts';
-import { ConflictError, NotFoundError } from '../errors.ts';
+import { agentSettingsSignal, legacyUnitAgentWorkflowId, unitAgentWorkflowId } from '../../workflows/messages.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { checkModelConfig, formatDuration, MODEL_CONFIG_KEYS, updateStatusMs } from '../model-config.ts';
 import { findModel } from '../model-lookup.ts';
 import { iso, startOperation, toOperation } from '../operation-starter.ts';
-import { Accepted, CreateModelBody, ErrorBody, Model, NameParam } from '../schemas.ts';
+import { Accepted, CreateModelBody, ErrorBody, Model, NameParam, Text } from '../schemas.ts';
 
 export function toModel(row: ModelRow): Model {
   return {
@@ -46,6 +49,95 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     { schema: { summary: 'Show a model', tags: ['models'], params: NameParam, response: { 200: Model, ...errors } } },
     async (req) => {
       return toModel(await findModel(db, req.params.name));
+    },
+  );
+
+  const ModelConfig = z.record(
+    z.string(),
+    z.object({ value: z.string(), default: z.string(), description: z.string(), source: z.enum(['default', 'model']) }),
+  );
+  const showConfig = (config: Record<string, unknown>) => {
+    const out: z.infer<typeof ModelConfig> = {};
+    for (const [key, spec] of Object.entries(MODEL_CONFIG_KEYS)) {
+      const v = config[key];
+      out[key] = {
+        value: typeof v === 'number' ? formatDuration(v) : spec.default,
+        default: spec.default,
+        description: spec.description,
+        source: v === undefined ? 'default' : 'model',
+      };
+    }
+    return out;
+  };
+
+  app.get(
+    '/models/:name/config',
+    {
+      schema: {
+        summary: "A model's settings (model-config), with defaults",
+        tags: ['models'],
+        params: NameParam,
+        response: { 200: z.object({ config: ModelConfig }), ...errors },
+      },
+    },
+    async (req) => {
+      const model = await findModel(db, req.params.name);
+      return { config: showConfig(model.config ?? {}) };
+    },
+  );
+
+  app.put(
+    '/models/:name/config',
+    {
+      schema: {
+        summary: "Change a model's settings; every unit agent of the model follows at once",
+        tags: ['models'],
+        params: NameParam,
+        body: z.strictObject({
+          set: z.record(Text, Text).default({}),
+          reset: z.array(Text).default([]),
+        }),
+        response: { 200: z.object({ config: ModelConfig }), ...errors },
+      },
+    },
+    async (req) => {
+      const model = await findModel(db, req.params.name);
+      const config: Record<string, unknown> = { ...(model.config ?? {}) };
+      for (const [k, v] of Object.entries(req.body.set)) config[k] = checkModelConfig(k, v);
+      for (const k of req.body.reset) {
+        if (!(k in MODEL_CONFIG_KEYS)) {
+          throw new BadRequestError(`unknown model setting "${k}"`, [
+            { field: 'body.reset', message: 'unknown setting' },
+          ]);
+        }
+        delete config[k];
+      }
+      await db
+        .updateTable('models')
+        .set({ config: JSON.stringify(config) })
+        .where('uuid', '=', model.uuid)
+        .execute();
+      // running agents follow at once; agents started later read it when their deploy starts them
+      const units = await db.selectFrom('units').select('name').where('model_uuid', '=', model.uuid).execute();
+      const settings = { updateStatusMs: updateStatusMs(config) };
+      for (let i = 0; i < units.length; i += 16) {
+        await Promise.all(
+          units.slice(i, i + 16).map(async (u) => {
+            for (const id of [
+              unitAgentWorkflowId(model.name, model.uuid, u.name),
+              legacyUnitAgentWorkflowId(model.name, u.name),
+            ]) {
+              try {
+                await temporal.client.workflow.getHandle(id).signal(agentSettingsSignal, settings);
+                return;
+              } catch (err) {
+                if (!(err instanceof WorkflowNotFoundError)) throw err;
+              }
+            }
+          }),
+        );
+      }
+      return { config: showConfig(config as Record<string, unknown>) };
     },
   );
 
