@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { controllerBench } from './controller.bench.ts';
 import { deployBench } from './deploy.bench.ts';
 import { integrateBench } from './integrate.bench.ts';
+import { refreshBench } from './refresh.bench.ts';
 import { scaleBench } from './scale.bench.ts';
 
 type Figures = Record<string, number | string>;
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<Figures>> = {
   controller: controllerBench,
   deploy: deployBench,
   integrate: integrateBench,
+  refresh: refreshBench,
   scale: scaleBench,
 };
 
