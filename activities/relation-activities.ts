@@ -257,7 +257,7 @@ export async function electLeader(db: Db, modelUuid: string, application: string
       .where('name', '=', application)
       .forUpdate()
       .executeTakeFirst();
-    if (!app || app.life !== 'alive') return null;
+    if (app?.life !== 'alive') return null;
     const units = await tx
       .selectFrom('units')
       .select(['name', 'leader', 'life'])
