@@ -43,6 +43,12 @@ export interface HookOutcome {
   /** The unit no longer exists (removed by force): the agent should stop. */
   gone: boolean;
   message: string;
+  /**
+   * A relation hook: the version of each data bag of its relation the hook read
+   * (owner → version). The agent counts them as told, so a commit the hook already
+   * saw brings no second relation-changed.
+   */
+  read?: Record<string, number>;
 }
 
 /** One hook for a unit, with the id its execution keeps across retries. */
@@ -176,6 +182,8 @@ async function buildContext(
   ev: UnitEvent,
   contextId: string,
   secrets: SecretBox,
+  /** Filled with the data bag versions the snapshot holds, by relation id. */
+  versions?: Map<number, Record<string, number>>,
 ): Promise<HookContext> {
   const paths = unitPaths(world.machine.root_dir, world.unit.name);
   const action = ev.action ? await actionOf(db, ev.action.operationId) : undefined;
@@ -197,7 +205,7 @@ async function buildContext(
     isLeader: world.unit.leader,
     leaderSettings: world.app.leader_settings,
     relations: world.related
-      ? asKnown(await relationSnapshots(db, world.model.uuid, world.app.name, world.unit.name), ev)
+      ? asKnown(await relationSnapshots(db, world.model.uuid, world.app.name, world.unit.name, versions), ev)
       : [],
     relation: hookEnvRelation(ev),
     privateAddress: world.machine.address,
@@ -594,6 +602,7 @@ export function createHookActivities(deps: ActivityDeps) {
     // executing. A run an earlier attempt recorded as finished is reported as it
     // ended, never run again; a unit that is gone records nothing.
     const executing = `running ${ev.hook} hook`;
+    const versions = new Map<number, Record<string, number>>();
     let world: UnitWorld;
     let ctx: HookContext;
     try {
@@ -633,7 +642,7 @@ export function createHookActivities(deps: ActivityDeps) {
         return { ok, skipped: false, gone: false, message: ok ? '' : `hook failed: "${ev.hook}"` };
       }
       world = await toWorld(db, row);
-      ctx = await buildContext(db, world, ev, contextId, store.secrets);
+      ctx = await buildContext(db, world, ev, contextId, store.secrets, versions);
     } catch (err) {
       withdraw();
       throw err;
@@ -662,7 +671,8 @@ export function createHookActivities(deps: ActivityDeps) {
     if (ok) {
       await commitRun(db, world, ev, contextId, result);
       await wakeAfterCommit(world, ev, result);
-      return { ok: true, skipped: result.skipped, gone: false, message: '' };
+      const read = ev.relationId !== undefined ? versions.get(ev.relationId) : undefined;
+      return { ok: true, skipped: result.skipped, gone: false, message: '', ...(read ? { read } : {}) };
     }
     const reason = result.timedOut ? 'timed out' : `exit code ${result.exitCode}`;
     const message = `hook failed: "${ev.hook}"`;

@@ -124,6 +124,8 @@ export async function relationSnapshots(
   modelUuid: string,
   application: string,
   self: string,
+  /** Filled with the version of each data bag read, by relation id and owner. */
+  versions?: Map<number, Record<string, number>>,
 ): Promise<RelationSnapshot[]> {
   const out: RelationSnapshot[] = [];
   for (const r of await relationsOf(db, modelUuid, application)) {
@@ -132,7 +134,7 @@ export async function relationSnapshots(
     const remote = dying ? [] : await members(db, r.id, r.remote_model, r.remote_app);
     const bags = await db
       .selectFrom('relation_data')
-      .select(['model_uuid', 'owner', 'settings'])
+      .select(['model_uuid', 'owner', 'settings', 'version'])
       .where('integration_id', '=', r.id)
       .execute();
     const { rows: addresses } = await sql<AddressRow>`
@@ -143,6 +145,7 @@ export async function relationSnapshots(
     const data: Record<string, Record<string, string>> = {};
     for (const a of addresses) data[a.name] = addressDefaults(a.address);
     for (const b of bags) data[b.owner] = { ...(data[b.owner] ?? {}), ...b.settings };
+    versions?.set(r.id, Object.fromEntries(bags.map((b) => [b.owner, b.version])));
     out.push({
       id: r.id,
       endpoint: r.endpoint,

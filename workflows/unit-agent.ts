@@ -379,6 +379,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       }
       state.queue.shift();
       state.failure = undefined;
+      if (outcome.read && ev.relationId !== undefined) heard(state, ev.relationId, outcome.read);
       if (ev.hook === 'start' && !state.started && state.relatable) {
         state.started = true;
         state.syncWanted = true; // relation-joined for the units already there
@@ -486,4 +487,19 @@ function tellWaiters(state: UnitAgentState, events: UnitEvent[]): void {
     }
   }
   state.waiters = [];
+}
+
+/**
+ * A relation hook read these versions of its relation's data bags: the unit has
+ * been told of them, so the remote commits they hold bring no further
+ * relation-changed (a hook reads the bags as they are when it runs, which may be
+ * newer than what woke it).
+ */
+function heard(state: UnitAgentState, relationId: number, read: Record<string, number>): void {
+  const s = state.relations?.[relationId];
+  if (!s) return;
+  for (const [owner, version] of Object.entries(read)) {
+    if (owner in s.units && version > s.units[owner]) s.units[owner] = version;
+    else if (owner === s.remoteApp && version > s.appVersion && !Object.hasOwn(s.units, owner)) s.appVersion = version;
+  }
 }
