@@ -1,4 +1,6 @@
 // All activities, built from their dependencies.
+import { createAppBackupActivities } from './app-backup-activities.ts';
+import { createControllerBackupActivities } from './controller-backup-activities.ts';
 import type { ActivityDeps } from './deps.ts';
 import { createHookActivities } from './hook-activities.ts';
 import { createMachineActivities } from './machine-activities.ts';
@@ -19,6 +21,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createRetentionActivities(deps),
     ...createRelationActivities(deps),
     ...createRefreshActivities(deps),
+    ...createAppBackupActivities(deps),
+    ...createControllerBackupActivities(deps),
   };
 }
 

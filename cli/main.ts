@@ -2,8 +2,10 @@
 import { Command, CommanderError } from 'commander';
 import { CliError } from './api-client.ts';
 import { registerActions } from './commands/actions.ts';
+import { registerAppBackups } from './commands/app-backup.ts';
 import { registerApplications } from './commands/applications.ts';
 import { registerCharms } from './commands/charms.ts';
+import { registerControllerBackups } from './commands/controller-backup.ts';
 import { registerIntegrations } from './commands/integrations.ts';
 import { registerLogs } from './commands/logs.ts';
 import { registerMachines } from './commands/machines.ts';
@@ -37,6 +39,8 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerIntegrations(program);
   registerActions(program);
   registerRefresh(program);
+  registerAppBackups(program);
+  registerControllerBackups(program);
   registerLogs(program);
   registerOperations(program);
   registerWait(program);

@@ -1,6 +1,8 @@
 // Versioned schema migrations. Append new entries; never edit a released one.
 // One SQL dialect: every statement runs unchanged on PGlite and on Postgres.
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { m012 } from './migrations/012-app-backups.ts';
+import { m013 } from './migrations/013-controller-backups.ts';
 import { SecretBox } from './secret-box.ts';
 
 const m001 = `
@@ -429,6 +431,8 @@ export const migrations: Record<string, MigrationEntry> = {
       for (const stmt of statements(m010)) await sql.raw(stmt).execute(db);
     },
   },
+  '012_app_backups': m012,
+  '013_controller_backups': m013,
 };
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -1,5 +1,7 @@
 // Row types of the model store, as Kysely sees them. Mirrors migrations.ts.
 import type { ColumnType, Generated, JSONColumnType, Selectable } from 'kysely';
+import type { AppBackupsTables } from './schema-app-backups.ts';
+import type { ControllerBackupsTables } from './schema-controller-backups.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json<T extends object | null> = JSONColumnType<T, string, string>;
@@ -252,7 +254,7 @@ export interface ModelSequencesTable {
   value: number;
 }
 
-export interface Database {
+export interface Database extends AppBackupsTables, ControllerBackupsTables {
   model_sequences: ModelSequencesTable;
   clouds: CloudsTable;
   credentials: CredentialsTable;

@@ -1,7 +1,9 @@
 // Every workflow the worker runs. The worker bundles this file.
 
 export { runActionWorkflow } from './action-workflows.ts';
+export * from './app-backup-workflows.ts';
 export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from './application-workflows.ts';
+export * from './controller-backup-workflows.ts';
 export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';

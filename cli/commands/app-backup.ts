@@ -1,0 +1,4 @@
+// Commands of app backups (issue 11).
+import type { Command } from 'commander';
+
+export function registerAppBackups(_program: Command): void {}
