@@ -3,7 +3,7 @@
 // unit departs from them; removing the leader elects the lowest unit left. On the
 // local cloud (fast, with the API's answers and refusals) and over real sshd hosts.
 import assert from 'node:assert/strict';
-import { chmodSync, cpSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -38,6 +38,10 @@ function relatorWithWhoami(): string {
   );
   chmodSync(join(dir, 'dispatch'), 0o755);
   writeFileSync(join(dir, 'actions.yaml'), 'whoami:\n  description: Says which unit ran it and whether it leads.\n');
+  // a name of its own: the worker caches charm tarballs per process by name and revision,
+  // and the local suite's controller (same process) has relator at revision 1 too
+  const meta = join(dir, 'metadata.yaml');
+  writeFileSync(meta, readFileSync(meta, 'utf8').replace(/^name: relator$/m, 'name: relator-whoami'));
   return dir;
 }
 
