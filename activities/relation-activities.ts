@@ -15,6 +15,7 @@ import {
   relationsChangedSignal,
   type UnitEvent,
   type UnitRef,
+  unitAgentQuery,
   unitAgentWorkflowId,
 } from '../workflows/messages.ts';
 import type { RelationView } from '../workflows/relations.ts';
@@ -322,6 +323,61 @@ export function createRelationActivities(deps: ActivityDeps) {
     async agentSettings(modelUuid: string): Promise<AgentSettings> {
       const model = await db.selectFrom('models').select('config').where('uuid', '=', modelUuid).executeTakeFirst();
       return { updateStatusMs: updateStatusMs(model?.config) };
+    },
+
+    /**
+     * Units leaving (a migration's old ones): they leave their relations now, while
+     * still running, so the remote units run relation-departed and stop using them
+     * before they stop.
+     */
+    async drainUnits(modelUuid: string, application: string, names: string[]): Promise<void> {
+      if (names.length === 0) return;
+      await db
+        .updateTable('units')
+        .set({ life: 'dying' })
+        .where('model_uuid', '=', modelUuid)
+        .where('name', 'in', names)
+        .execute();
+      await wakeUnits(db, await relatedApps(db, modelUuid, application), {});
+    },
+
+    /**
+     * The units of these applications (and of the applications related to them)
+     * whose agents are running a hook, have hooks queued or a relation change to
+     * look at: empty once they have all settled.
+     */
+    async busyUnits(apps: { modelUuid: string; application: string }[]): Promise<string[]> {
+      const all = new Map<string, { modelUuid: string; application: string }>();
+      for (const a of apps) {
+        all.set(`${a.modelUuid}/${a.application}`, a);
+        for (const r of await relatedApps(db, a.modelUuid, a.application))
+          all.set(`${r.modelUuid}/${r.application}`, r);
+      }
+      if (all.size === 0) return [];
+      const { rows } = await sql<AgentRow>`
+        SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
+        WHERE (u.model_uuid, u.application) IN (${sql.join([...all.values()].map((a) => sql`(${a.modelUuid}, ${a.application})`))})`.execute(
+        db,
+      );
+      const client = Context.current().client;
+      const busy: string[] = [];
+      await Promise.all(
+        rows.map(async (r) => {
+          for (const id of [
+            unitAgentWorkflowId(r.model, r.model_uuid, r.name),
+            legacyUnitAgentWorkflowId(r.model, r.name),
+          ]) {
+            try {
+              const view = await client.workflow.getHandle(id).query(unitAgentQuery);
+              if (view.current !== null || view.queue.length > 0 || view.relationsPending) busy.push(r.name);
+              return;
+            } catch (err) {
+              if (!(err instanceof WorkflowNotFoundError)) throw err;
+            }
+          }
+        }),
+      );
+      return busy.sort();
     },
 
     /** The units of these applications (an integration's ends). */

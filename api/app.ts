@@ -22,6 +22,7 @@ import { type HealthProbe, healthRoutes } from './routes/health.ts';
 import { integrationRoutes } from './routes/integrations.ts';
 import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
+import { migrateRoutes } from './routes/migrate.ts';
 import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
 import { refreshRoutes } from './routes/refresh.ts';
@@ -136,6 +137,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(integrationRoutes, { prefix: '/v1' });
   await app.register(actionRoutes, { prefix: '/v1' });
   await app.register(refreshRoutes, { prefix: '/v1' });
+  await app.register(migrateRoutes, { prefix: '/v1' });
   await app.register(appBackupRoutes, { prefix: '/v1' });
   await app.register(controllerBackupRoutes, { prefix: '/v1' });
   await app.register(logRoutes, { prefix: '/v1' });

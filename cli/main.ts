@@ -9,6 +9,7 @@ import { registerControllerBackups } from './commands/controller-backup.ts';
 import { registerIntegrations } from './commands/integrations.ts';
 import { registerLogs } from './commands/logs.ts';
 import { registerMachines } from './commands/machines.ts';
+import { registerMigrate } from './commands/migrate.ts';
 import { registerModels } from './commands/models.ts';
 import { registerOperations } from './commands/operations.ts';
 import { registerRefresh } from './commands/refresh.ts';
@@ -39,6 +40,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerIntegrations(program);
   registerActions(program);
   registerRefresh(program);
+  registerMigrate(program);
   registerAppBackups(program);
   registerControllerBackups(program);
   registerLogs(program);

@@ -198,7 +198,12 @@ async function placeUnits(ctx: OperationContext, input: DeployInput, tracker: Un
 
 export async function deployWorkflow(input: DeployInput): Promise<void> {
   tagApplication(input);
-  await runOperation(input, async (ctx) => {
+  await runOperation(input, (ctx) => deployUnits(ctx, input));
+}
+
+/** Places the new units, starts their agents and waits for their start hooks (throws when one fails). */
+export async function deployUnits(ctx: OperationContext, input: DeployInput): Promise<void> {
+  {
     const tracker = new UnitTracker(
       input,
       input.units.map((u) => u.unit),
@@ -244,7 +249,7 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
         'HookFailed',
       );
     }
-  });
+  }
 }
 
 export interface UnitsInput extends ApplicationOperationInput {
@@ -347,7 +352,12 @@ export interface RemoveInput extends UnitsInput {
 
 export async function removeWorkflow(input: RemoveInput): Promise<void> {
   tagApplication(input);
-  await runOperation(input, async (ctx) => {
+  await runOperation(input, (ctx) => removeUnits(ctx, input));
+}
+
+/** stop and remove on each unit (forced after a grace with `force`), then the application if asked. */
+export async function removeUnits(ctx: OperationContext, input: RemoveInput): Promise<void> {
+  {
     const tracker = new UnitTracker(input, input.units, 'remove', 'queued stop');
     const self = workflowInfo().workflowId;
     if (input.units.length > 0) {
@@ -398,7 +408,7 @@ export async function removeWorkflow(input: RemoveInput): Promise<void> {
       await ctx.step(`removing application ${input.application}`);
       await units.removeApplicationRecord(input.modelUuid, input.application);
     }
-  });
+  }
 }
 
 export interface ResolveInput extends ApplicationOperationInput {

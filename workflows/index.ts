@@ -6,6 +6,7 @@ export { configWorkflow, deployWorkflow, removeWorkflow, resolveWorkflow } from 
 export * from './controller-backup-workflows.ts';
 export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
+export { migrateWorkflow } from './migrate-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
 export { refreshWorkflow } from './refresh-workflows.ts';
 export { retentionWorkflow } from './retention.ts';

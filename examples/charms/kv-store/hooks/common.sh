@@ -226,12 +226,20 @@ case "$hook" in
     ;;
   kv-relation-departed)
     log "relation $JUJU_RELATION_ID: ${JUJU_DEPARTING_UNIT:-?} departed"
+    # This unit itself is leaving (removed, migrated away): the relation stays for
+    # the others, so its relation-broken must not drop the user.
+    if [ "${JUJU_DEPARTING_UNIT:-}" = "$JUJU_UNIT_NAME" ]; then
+      touch "$STATE_DIR/leaving-${JUJU_RELATION_ID##*:}"
+    fi
     ;;
   kv-relation-broken)
     # The relation is gone: its user goes too (the leader drops it from leader
-    # data; the other units follow in leader-settings-changed).
+    # data; the other units follow in leader-settings-changed). A unit that broke
+    # the relation only because it is leaving leaves the user to the others.
     relnum="${JUJU_RELATION_ID##*:}"
-    if [ "$(is-leader)" = True ] && [ -n "$(leader-get "creds-$relnum")" ]; then
+    if [ -f "$STATE_DIR/leaving-$relnum" ]; then
+      log "leaving relation $JUJU_RELATION_ID: its user stays for the other units"
+    elif [ "$(is-leader)" = True ] && [ -n "$(leader-get "creds-$relnum")" ]; then
       leader-set "creds-$relnum="
       log "dropped the user of relation $JUJU_RELATION_ID"
     fi
