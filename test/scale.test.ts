@@ -218,6 +218,24 @@ describe('scale-application on the local cloud', () => {
     assert.deepEqual(await h.unitsOf('default', 'loc'), ['loc/4'], 'unit numbers are never reused');
     assert.equal((await h.status('default')).applications.loc.units['loc/4'].leader, true);
     assert.ok((await hookNames(h.c, await h.uuid('default'), 'loc/4')).includes('leader-elected'));
+
+    // add-unit shares the code path: the next number, not the leader, joins its peer
+    const add = await h.ok('add-unit', 'loc');
+    assert.match(add.stdout, /Added 1 unit\(s\) to "loc"/);
+    await settle(h.c, ['default']);
+    const added = await h.c.store.db
+      .selectFrom('operations')
+      .select(['kind', 'target'])
+      .orderBy('id', 'desc')
+      .executeTakeFirstOrThrow();
+    assert.deepEqual(added, { kind: 'add-unit', target: 'loc' });
+    const s2 = await h.status('default');
+    assert.deepEqual(Object.keys(s2.applications.loc.units).sort(), ['loc/4', 'loc/5']);
+    assert.notEqual(s2.applications.loc.units['loc/5'].leader, true);
+    assert.deepEqual(
+      (await h.lines('default', 'loc/5', 'peers-relation-joined')).map((l) => l.fields.remote),
+      ['loc/4'],
+    );
   });
 });
 

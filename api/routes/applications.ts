@@ -522,13 +522,15 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: `scale ${row.name} from ${alive.length} to ${want} unit(s): remove ${removed.join(', ')}`,
         params: { scale: want, from: alive.length, remove: removed },
         check: async (tx) => {
-          await tx
+          // under the application's row lock, as add-unit and other scales take it
+          const app = await tx
             .selectFrom('applications')
             .select('life')
             .where('model_uuid', '=', model.uuid)
             .where('name', '=', row.name)
             .forUpdate()
             .executeTakeFirst();
+          if (app?.life !== 'alive') throw new ConflictError(`application "${row.name}" is being removed`);
           await sameAliveUnits(tx, model.uuid, row.name, names);
         },
       });
