@@ -69,7 +69,7 @@ export interface UnitWorld {
   related: boolean;
 }
 
-// Charm revisions never change, so their metadata is read once per process.
+// Charm revisions never change, so their metadata is read once per process (and store).
 const metaCache = new Map<string, CharmMeta>();
 
 // ...and the tarball shipped to each unit is built once for all units deploying it
@@ -78,8 +78,24 @@ const TARBALL_CACHE_BYTES = 64 * 1024 * 1024;
 const tarballCache = new Map<string, Promise<Buffer>>();
 const tarballSizes = new Map<string, number>();
 
+/**
+ * Names a store: a charm revision is the same everywhere in one store, but two
+ * stores (two controllers in one process, as tests run them) may hold different
+ * charms under one name and revision.
+ */
+const storeIds = new WeakMap<Db, number>();
+let storesSeen = 0;
+function storeId(db: Db): number {
+  let id = storeIds.get(db);
+  if (id === undefined) {
+    id = ++storesSeen;
+    storeIds.set(db, id);
+  }
+  return id;
+}
+
 function charmTarballFor(db: Db, name: string, revision: number): Promise<Buffer> {
-  const key = `${name}:${revision}`;
+  const key = `${storeId(db)}:${name}:${revision}`;
   const hit = tarballCache.get(key);
   if (hit) {
     tarballCache.delete(key); // most recently used goes last
@@ -135,7 +151,7 @@ function worldQuery(ref: UnitRef) {
 async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
   // a unit a rolling refresh moved runs its own revision of the charm
   const app = row.unit.charm_revision != null ? { ...row.app, charm_revision: row.unit.charm_revision } : row.app;
-  const key = `${app.charm_name}:${app.charm_revision}`;
+  const key = `${storeId(db)}:${app.charm_name}:${app.charm_revision}`;
   let meta = metaCache.get(key);
   if (!meta) {
     const charm = await getCharmInfo(db, app.charm_name, app.charm_revision);

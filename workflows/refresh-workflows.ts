@@ -32,6 +32,11 @@ export interface RefreshInput extends ApplicationOperationInput {
   pauseAfterFirst: boolean;
   /** An action each refreshed unit must complete for the gate. */
   probe?: string;
+  /**
+   * Where a rollback puts the units: their own revision, when this refresh brings
+   * back units a stopped one left on another (default: the application's).
+   */
+  rollbackRevision?: number;
 }
 
 /** How often the gate and the watch on machines look again. */
@@ -206,7 +211,7 @@ async function rollBack(
     refreshed,
     rollingBack: true,
   });
-  await refresh.setUnitsRevision(input.modelUuid, refreshed, null);
+  await refresh.setUnitsRevision(input.modelUuid, refreshed, input.rollbackRevision ?? null);
   const events: UnitEvent[] = [
     { hook: 'upgrade-charm', ship: true, notify: self, quiet: true, supersedes: self },
     { hook: 'config-changed', notify: self, quiet: true },

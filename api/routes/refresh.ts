@@ -95,10 +95,33 @@ export const refreshRoutes: FastifyPluginAsyncZod = async (app) => {
           `operation ${running.id} (${running.summary}) is ${running.state}: one refresh at a time`,
         );
       }
-      if (target.name === row.charm_name && target.revision === row.charm_revision) {
+      // units a stopped refresh left on another revision: a refresh to the application's
+      // own revision brings just them back (and rolls them back to where they were on failure)
+      const strays = await db
+        .selectFrom('units')
+        .select(['name', 'charm_revision'])
+        .where('model_uuid', '=', model.uuid)
+        .where('application', '=', row.name)
+        .where('life', '=', 'alive')
+        .where('charm_revision', 'is not', null)
+        .where('charm_revision', '!=', row.charm_revision)
+        .execute();
+      const repair = target.name === row.charm_name && target.revision === row.charm_revision;
+      if (repair && strays.length === 0) {
         throw new BadRequestError(
           `application "${row.name}" already runs ${row.charm_name} revision ${row.charm_revision}`,
           [{ field: 'body.revision', message: 'same revision' }],
+        );
+      }
+      const strayRevisions = [...new Set(strays.map((u) => u.charm_revision as number))];
+      if (repair && strayRevisions.length > 1) {
+        throw new ConflictError(
+          `units of "${row.name}" are on revisions ${strayRevisions.join(', ')}: bring them to one revision first`,
+        );
+      }
+      if (!repair && strays.length > 0) {
+        throw new ConflictError(
+          `${strays.map((u) => `${u.name} is on revision ${u.charm_revision}`).join(', ')} (a refresh stopped part way): refresh to revision ${row.charm_revision} first to bring them back, or to ${strayRevisions[0]} to finish it`,
         );
       }
       const [from, to] = await Promise.all([
@@ -131,14 +154,17 @@ export const refreshRoutes: FastifyPluginAsyncZod = async (app) => {
           [{ field: 'body.probe', message: 'unknown action' }],
         );
       }
-      const members = await db
-        .selectFrom('units')
-        .select(['name', 'leader', 'number'])
-        .where('model_uuid', '=', model.uuid)
-        .where('application', '=', row.name)
-        .where('life', '=', 'alive')
-        .orderBy('number')
-        .execute();
+      const members = (
+        await db
+          .selectFrom('units')
+          .select(['name', 'leader', 'number'])
+          .where('model_uuid', '=', model.uuid)
+          .where('application', '=', row.name)
+          .where('life', '=', 'alive')
+          .orderBy('number')
+          .execute()
+      ).filter((u) => !repair || strays.some((x) => x.name === u.name));
+      const fromRevision = repair ? strayRevisions[0] : row.charm_revision;
       // the leader goes last, in a batch of its own
       const order = [...members.filter((u) => !u.leader), ...members.filter((u) => u.leader)].map((u) => u.name);
       const leader = members.find((u) => u.leader)?.name;
@@ -149,11 +175,11 @@ export const refreshRoutes: FastifyPluginAsyncZod = async (app) => {
       const plan = {
         application: row.name,
         charm: target.name,
-        from: row.charm_revision,
+        from: fromRevision,
         to: target.revision,
         batches,
         hooks: ['upgrade-charm', 'config-changed'],
-        gate: `every unit of a batch active within ${body.gateTimeoutSeconds}s${body.probe ? ` and action ${body.probe} completed` : ''}; else every refreshed unit rolls back to revision ${row.charm_revision}`,
+        gate: `every unit of a batch active within ${body.gateTimeoutSeconds}s${body.probe ? ` and action ${body.probe} completed` : ''}; else every refreshed unit rolls back to revision ${fromRevision}`,
       };
       if (body.dryRun) return reply.status(200).send({ plan });
       if (target.name !== row.charm_name) {
@@ -167,9 +193,9 @@ export const refreshRoutes: FastifyPluginAsyncZod = async (app) => {
         target: row.name,
         createdBy: req.principal?.user ?? '',
         workflow: 'refreshWorkflow',
-        summary: `refresh ${row.name} from revision ${row.charm_revision} to ${target.revision} (${batches.length} batch(es), max-unavailable ${body.maxUnavailable})`,
+        summary: `refresh ${row.name} from revision ${fromRevision} to ${target.revision} (${batches.length} batch(es), max-unavailable ${body.maxUnavailable})${repair ? ', bringing back what a stopped refresh left' : ''}`,
         // a probe action runs with no params (read from here, like any action's)
-        params: { from: row.charm_revision, to: target.revision, batches, params: {} },
+        params: { from: fromRevision, to: target.revision, batches, params: {} },
         args: (operationId) => [
           {
             operationId,
@@ -177,7 +203,8 @@ export const refreshRoutes: FastifyPluginAsyncZod = async (app) => {
             modelUuid: model.uuid,
             kind: 'refresh',
             application: row.name,
-            fromRevision: row.charm_revision,
+            fromRevision,
+            ...(repair ? { rollbackRevision: fromRevision } : {}),
             toRevision: target.revision,
             batches,
             gateTimeoutSeconds: body.gateTimeoutSeconds,
