@@ -75,7 +75,7 @@ export interface WorkerOptions {
 }
 
 /**
- * Task slots are handed out while the host's CPU stays under 70%, so a burst of
+ * Task slots beyond a minimum are handed out while the host's CPU stays under 70%, so a burst of
  * hooks cannot starve the API, the dev server or units on the local cloud; hooks
  * waiting on remote machines cost no CPU and do not hold others back. An operator
  * may bound activities to a fixed number instead (CHARMFLOW_MAX_CONCURRENT_ACTIVITIES).
@@ -86,7 +86,9 @@ function workerTuner(maxActivities: number | undefined): WorkerTuner {
     ({ type: 'resource-based', controller, minimumSlots, maximumSlots }) as const;
   return {
     workflowTaskSlotSupplier: byResources(2, 100),
-    activityTaskSlotSupplier: maxActivities ? { type: 'fixed-size', numSlots: maxActivities } : byResources(2, 200),
+    // at least 16 at any CPU load: a busy host must not hold a rolling refresh's batch
+    // back by seconds for a slot (hooks waiting on machines cost this host nothing)
+    activityTaskSlotSupplier: maxActivities ? { type: 'fixed-size', numSlots: maxActivities } : byResources(16, 200),
     localActivityTaskSlotSupplier: byResources(2, 100),
     nexusTaskSlotSupplier: { type: 'fixed-size', numSlots: 1 },
   };
