@@ -227,4 +227,25 @@ describe('integrations on the local cloud', () => {
     const gone = await c.api('DELETE', '/v1/models/default/integrations?a=req&b=prov');
     assert.equal(gone.status, 404);
   });
+
+  test('remove-application breaks its integrations: the remote units depart and run broken, the data goes', async () => {
+    await ok('integrate', 'prov:data', 'third:source');
+    await settle(c, ['default']);
+    const id = (await integrations()).find(
+      (i: { requirer: { application: string }; type: string }) =>
+        i.requirer.application === 'third' && i.type === 'regular',
+    ).id;
+    const before = only(await lines('prov/0'), 'data-relation-broken').length;
+    await ok('remove-application', 'third');
+    await settle(c, ['default']);
+    const pl = await lines('prov/0');
+    assert.ok(
+      only(pl, 'data-relation-departed').some((l) => l.fields.departing === 'third/0'),
+      'prov/0 ran departed for third/0',
+    );
+    assert.equal(only(pl, 'data-relation-broken').length, before + 1, 'and broken once');
+    assert.ok(!(await integrations()).some((i: { id: number }) => i.id === id));
+    const bags = await c.store.db.selectFrom('relation_data').selectAll().where('integration_id', '=', id).execute();
+    assert.deepEqual(bags, []);
+  });
 });
