@@ -402,6 +402,39 @@ export function createAppBackupActivities(deps: ActivityDeps) {
       return true;
     },
 
+    /**
+     * Schedule `scheduleId` keeps its newest `keep` backups: older ones it made go
+     * (artifact, then record), except one a restore in progress uses. Returns their ids.
+     */
+    async pruneScheduledBackups(scheduleId: number, keep: number): Promise<number[]> {
+      const rows = await db
+        .selectFrom('app_backups')
+        .select(['id', 'model_uuid'])
+        .where('schedule_id', '=', scheduleId)
+        .orderBy('id', 'desc')
+        .offset(keep)
+        .limit(1000)
+        .execute();
+      const busy = new Set(
+        (
+          await db
+            .selectFrom('operations')
+            .select(sql<number>`(params->>'backup')::int`.as('backup'))
+            .where('kind', '=', 'restore-application')
+            .where('state', 'in', ['pending', 'running'])
+            .execute()
+        ).map((r) => Number(r.backup)),
+      );
+      const removed: number[] = [];
+      for (const r of rows) {
+        if (busy.has(r.id)) continue;
+        rmSync(appBackupFile(deps.dataDir, r.model_uuid, r.id), { force: true });
+        await db.deleteFrom('app_backups').where('id', '=', r.id).execute();
+        removed.push(r.id);
+      }
+      return removed;
+    },
+
     /** The copy of backup `backupId` on the unit goes once the restore action ended; an unreachable machine keeps it. */
     async removeRestoredArtifact(input: { modelUuid: string; unit: string; backupId: number }): Promise<void> {
       let where: Awaited<ReturnType<typeof unitMachine>>;
@@ -641,6 +674,7 @@ async function planScheduledRun(db: Db, schedule: AppScheduleRow): Promise<RunPl
         kind: 'backup-application',
         unit: unit.name,
         scheduleId: schedule.id,
+        ...(p.keep !== undefined ? { keep: p.keep } : {}),
       }),
     };
   }

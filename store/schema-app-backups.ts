@@ -43,6 +43,8 @@ export interface BackupScheduleParams {
   unit: 'leader' | number;
   /** Params of the backup action (checked against its schema when the schedule was made). */
   params: Record<string, unknown>;
+  /** Keep only the newest this many backups the schedule made (absent: all). */
+  keep?: number;
 }
 
 /** What a scheduled refresh runs with. */

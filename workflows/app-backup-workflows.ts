@@ -56,6 +56,8 @@ export interface AppBackupInput extends ApplicationOperationInput {
   unit: string;
   /** The schedule whose run this is, if one. */
   scheduleId?: number;
+  /** The schedule keeps only its newest this many backups. */
+  keep?: number;
 }
 
 export interface AppRestoreInput extends ApplicationOperationInput {
@@ -99,9 +101,14 @@ export async function appBackupWorkflow(input: AppBackupInput): Promise<BackupSu
       unit: input.unit,
       ...(input.scheduleId !== undefined ? { scheduleId: input.scheduleId } : {}),
     });
-    await ctx.step(`backup ${backup.id} of ${input.unit} stored (${backup.size} bytes, sha256 ${backup.sha256})`, {
-      backup,
-    });
+    let pruned: number[] = [];
+    if (input.scheduleId !== undefined && input.keep !== undefined) {
+      pruned = await records.pruneScheduledBackups(input.scheduleId, input.keep);
+    }
+    await ctx.step(
+      `backup ${backup.id} of ${input.unit} stored (${backup.size} bytes, sha256 ${backup.sha256})${pruned.length > 0 ? `; older backups of schedule ${input.scheduleId} removed: ${pruned.join(', ')}` : ''}`,
+      { backup, ...(pruned.length > 0 ? { pruned } : {}) },
+    );
     return backup;
   });
 }

@@ -234,6 +234,8 @@ export const CreateScheduleBody = z.strictObject({
   /** backup: the unit (default leader) and the backup action's params. */
   unit: UnitChoice.optional(),
   params: z.record(Text, z.unknown()).optional(),
+  /** backup: keep only the newest this many backups the schedule made (default: all). */
+  keep: bodyInt(1, 10_000).optional(),
   /** refresh: a revision of the application's charm (default: the newest when the run starts). */
   revision: bodyInt(1).optional(),
   /** refresh: the charm the revision is of, to check it is the application's (the CLI's upload names it). */
@@ -801,7 +803,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
           ]);
         }
       }
-      const backupOnly = (['unit', 'params'] as const).filter((k) => body[k] !== undefined);
+      const backupOnly = (['unit', 'params', 'keep'] as const).filter((k) => body[k] !== undefined);
       const refreshOnly = (['revision', 'charm', 'maxUnavailable', 'gateTimeoutSeconds', 'probe'] as const).filter(
         (k) => body[k] !== undefined,
       );
@@ -830,7 +832,11 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
           ]);
         }
         if (which !== 'leader') await findUnit(db, model, application, which, 'body.unit');
-        params = { unit: which === 'leader' ? 'leader' : Number(which), params: given };
+        params = {
+          unit: which === 'leader' ? 'leader' : Number(which),
+          params: given,
+          ...(body.keep !== undefined ? { keep: body.keep } : {}),
+        };
       } else {
         if (body.charm !== undefined && body.charm !== application.charm_name) {
           throw new BadRequestError(
@@ -1004,7 +1010,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
           summary,
           tags: ['schedules'],
           params: ScheduleIdParam,
-          body: z.strictObject({ note: Text.max(500).optional() }).default({}),
+          body: z.strictObject({ note: Text.max(500).optional() }).nullish(),
           response: { 200: z.object({ schedule: Schedule }), ...errors },
         },
       },
@@ -1012,11 +1018,11 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
         const row = await findSchedule(db, req.params.id);
         const who = req.principal?.user ? ` by ${req.principal.user}` : '';
         if (verb === 'pause') {
-          const note = req.body.note ?? `paused${who}`;
+          const note = req.body?.note ?? `paused${who}`;
           await onSchedule(temporal, row, (h) => h.pause(note));
           await db.updateTable('app_schedules').set({ paused: true, note }).where('id', '=', row.id).execute();
         } else if (verb === 'resume') {
-          const note = req.body.note ?? `resumed${who}`;
+          const note = req.body?.note ?? `resumed${who}`;
           await onSchedule(temporal, row, (h) => h.unpause(note));
           await db.updateTable('app_schedules').set({ paused: false, note }).where('id', '=', row.id).execute();
         } else {

@@ -295,6 +295,7 @@ export function registerAppBackups(program: Command): void {
         'skip',
       )
       .option('--unit <unit>', 'backup: the unit (N or leader)')
+      .option('--keep <n>', 'backup: keep only the newest N backups this schedule made')
       .option('--revision <n>', 'refresh: a revision of the charm already uploaded')
       .option('--path <path>', 'refresh: a charm directory or .charm file, uploaded now')
       .option('--max-unavailable <n>', 'refresh: units refreshed at a time')
@@ -316,6 +317,7 @@ export function registerAppBackups(program: Command): void {
         interval?: string;
         overlap: string;
         unit?: string;
+        keep?: string;
         revision?: string;
         path?: string;
         maxUnavailable?: string;
@@ -351,9 +353,12 @@ export function registerAppBackups(program: Command): void {
           throw new CliError('--revision, --path, --max-unavailable, --gate-timeout and --probe are for refresh', 2);
         }
         if (opts.unit !== undefined) body.unit = opts.unit;
+        if (opts.keep !== undefined) body.keep = positiveInt(opts.keep, '--keep');
         if (pairs.length > 0) body.params = parseActionParams(pairs, opts.stringArgs);
       } else {
-        if (opts.unit !== undefined || pairs.length > 0) throw new CliError('--unit and params are for backup', 2);
+        if (opts.unit !== undefined || opts.keep !== undefined || pairs.length > 0) {
+          throw new CliError('--unit, --keep and params are for backup', 2);
+        }
         if (opts.revision) body.revision = positiveInt(opts.revision, '--revision');
         if (opts.maxUnavailable) body.maxUnavailable = positiveInt(opts.maxUnavailable, '--max-unavailable');
         if (opts.gateTimeout) body.gateTimeoutSeconds = positiveInt(opts.gateTimeout, '--gate-timeout');
