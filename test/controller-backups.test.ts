@@ -5,7 +5,7 @@
 // changes.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -472,6 +472,10 @@ describe('controller backups through whole controllers', () => {
   test('a fresh controller restores the backup: identical status, tokens, secrets opened with its own key', async () => {
     c2 = await startTestController();
     const fresh = c2;
+    // isolateDataDir (activities/substrates/local-isolation.ts) opens the first data dir a
+    // process isolates and remembers it: this second controller in the same process must
+    // have its data dir passable (0711) for its local machines' uids as a process of its own would
+    if (process.getuid?.() === 0) chmodSync(fresh.dataDir, 0o711);
     const r = await ok(fresh, 'restore-backup', file);
     assert.match(r.stdout, /default \(replacing the empty one here\)/);
     assert.match(r.stdout, /secrets sealed again/);
