@@ -214,6 +214,45 @@ describe('store/backup: write, read, plan and restore between two stores', () =>
     );
   });
 
+  test('what stands in the way is a 409 naming it; an empty model of the same name is replaced', async () => {
+    const parsed = readBackup(readFileSync(file), LIMITS);
+    const c = await openStore({});
+    try {
+      await c.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+      await c.db
+        .insertInto('models')
+        .values({ uuid: 'other-uuid', name: 'm1', cloud: 'local', config: '{}' })
+        .execute();
+      // an empty m1 here (a fresh controller's default, say) is replaced
+      const plan = await planRestore(c.db, parsed, c.secrets);
+      assert.deepEqual(plan.models, [
+        { name: 'm1', uuid: 'aaaaaaaa-0000-0000-0000-000000000001', cloud: 'local', replaces: 'other-uuid' },
+      ]);
+      // one with a machine is another model: refused, named
+      await c.db.insertInto('machines').values({ model_uuid: 'other-uuid', id: '0', kind: 'local' }).execute();
+      await assert.rejects(planRestore(c.db, parsed, c.secrets), (err: BackupError) => {
+        assert.equal(err.statusCode, 409);
+        assert.match(err.message, /model "m1" exists here and is another model .*destroy-model m1/);
+        return true;
+      });
+      await c.db.deleteFrom('models').execute();
+      // the revision the restored application needs holds other content here
+      await c.db
+        .insertInto('charms')
+        .values({ name: 'ch', revision: 3, sha256: 'e'.repeat(64), metadata: '{}', archive: Buffer.from('z'), size: 1 })
+        .execute();
+      await assert.rejects(planRestore(c.db, parsed, c.secrets), /charm ch revision 3 is other content here/);
+      await c.db.deleteFrom('charms').execute();
+      // a relation id in use here
+      await c.db.insertInto('models').values({ uuid: 'u2', name: 'm2', cloud: 'local', config: '{}' }).execute();
+      await c.db.insertInto('integrations').values({ id: 7, model_uuid: 'u2', key: 'kx', interface: 'i' }).execute();
+      await assert.rejects(planRestore(c.db, parsed, c.secrets), /relation id 7 \(k7\) of the backup is in use here/);
+      assert.equal((await c.db.selectFrom('models').select('name').execute()).length, 1, 'planning changes nothing');
+    } finally {
+      await c.close();
+    }
+  });
+
   test('bad files are refused with a 400 that names the problem', () => {
     const good = readFileSync(file);
     const truncated = backupError(() => readBackup(good.subarray(0, Math.floor(good.length / 2)), LIMITS));
