@@ -11,9 +11,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { sql } from 'kysely';
+import { paths } from '../controller/config.ts';
 import { applyRestore, BackupError, fileSha256, planRestore, readBackup, writeBackup } from '../store/backup.ts';
 import type { SecretBox } from '../store/secret-box.ts';
 import { openStore, type Store } from '../store/store.ts';
+import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
 
@@ -542,5 +544,77 @@ describe('controller backups through whole controllers', () => {
     await ok(fresh, 'add-unit', 'cnt', '-m', 'bk');
     const addrs = (await fresh.store.db.selectFrom('machines').select('address').execute()).map((m) => m.address);
     assert.equal(new Set(addrs).size, addrs.length, addrs.join(' '));
+  });
+});
+
+describe('controller backups of SSH machines', { skip: fleetUnsupportedReason() }, () => {
+  let fleet: Fleet;
+  let c1: TestController;
+  let c2: TestController | undefined;
+  let work: string;
+  let file: string;
+  let before1: unknown;
+  const on =
+    (c: TestController) =>
+    (...args: string[]) =>
+      runCli(args, { CHARMFLOW_DATA_DIR: c.dataDir }, 300_000);
+  const ok = async (c: TestController, ...args: string[]) => {
+    const r = await on(c)(...args);
+    assert.equal(r.code, 0, `charmflow ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const hostLog = () =>
+    readFileSync(join(fleet.hosts[0].rootFs, 'units', 'cnt-0', 'counter', 'hooks.log'), 'utf8')
+      .trim()
+      .split('\n');
+  const authorized = () => readFileSync(join(fleet.hosts[0].homeDir, '.ssh', 'authorized_keys'), 'utf8');
+  const publicKey = (c: TestController) => readFileSync(`${paths(c.dataDir).controllerKey}.pub`, 'utf8').trim();
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'cf-backup-ssh-'));
+    file = join(work, 'ssh.cfbackup');
+    [fleet, c1] = await Promise.all([createFleet(1), startTestController()]);
+    const h = fleet.hosts[0];
+    await ok(c1, 'add-model', 'fl', '--cloud', 'manual');
+    await ok(c1, 'add-machine', `ssh:root@${h.address}`, '--private-key', h.privateKeyPath, '-m', 'fl');
+    await ok(c1, 'deploy', counter, 'cnt', '-m', 'fl', '--config', `secret-token=${SECRET}`);
+    await ok(c1, 'wait', '-m', 'fl', '--timeout', '2m');
+    before1 = statusJson(await on(c1)('status', '-m', 'fl', '--format', 'json'));
+    const made = JSON.parse((await ok(c1, 'create-backup', '--format', 'json')).stdout);
+    await ok(c1, 'download-backup', made.id, '-o', file);
+  });
+  after(async () => {
+    await c2?.stop();
+    await c1?.stop();
+    await fleet?.destroy();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('destroy-model cleans the host; restore provisions it again and the unit works there', async () => {
+    await ok(c1, 'destroy-model', 'fl');
+    assert.throws(() => hostLog(), 'the unit files went with the model');
+    await ok(c1, 'restore-backup', file);
+    assert.deepEqual(statusJson(await on(c1)('status', '-m', 'fl', '--format', 'json')), before1);
+    const m = await c1.store.db.selectFrom('machines').selectAll().executeTakeFirstOrThrow();
+    assert.equal(m.bootstrap_key, null, 'the backup key let provisioning in once, then went');
+    await ok(c1, 'config', 'cnt', '-m', 'fl', 'fail-hook=none');
+    assert.deepEqual(hostLog(), ['config-changed']);
+    // the model leaves the host again for the next controller
+    await ok(c1, 'destroy-model', 'fl');
+  });
+
+  test('a fresh controller (another SSH key) restores it: its key is installed with the backup key', async () => {
+    c2 = await startTestController();
+    const fresh = c2;
+    if (process.getuid?.() === 0) chmodSync(fresh.dataDir, 0o711);
+    assert.ok(!authorized().includes(publicKey(fresh).split(' ')[1]));
+    const r = await ok(fresh, 'restore-backup', file, '--model', 'fl');
+    assert.match(r.stdout, /model default left as it is: not asked for/);
+    assert.deepEqual(statusJson(await on(fresh)('status', '-m', 'fl', '--format', 'json')), before1);
+    assert.ok(authorized().includes(publicKey(fresh).split(' ')[1]), "the fresh controller's key is on the host");
+    const m = await fresh.store.db.selectFrom('machines').selectAll().executeTakeFirstOrThrow();
+    assert.equal(m.bootstrap_key, null);
+    await ok(fresh, 'config', 'cnt', '-m', 'fl', 'fail-hook=none');
+    assert.deepEqual(hostLog(), ['config-changed']);
   });
 });
