@@ -159,12 +159,12 @@ export function formatInterval(seconds: number): string {
   return out || '0s';
 }
 
-export function validTimezone(tz: string): boolean {
+/** The IANA name of a time zone as spelled canonically (`europe/paris` → `Europe/Paris`), or null when unknown. */
+export function canonicalTimezone(tz: string): string | null {
   try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
-    return true;
+    return new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
   } catch {
-    return false;
+    return null;
   }
 }
 
@@ -779,6 +779,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
         ]);
       }
       let intervalSeconds: number | null = null;
+      let timezone: string | null = null;
       if (body.cron !== undefined) {
         const why = cronProblem(body.cron);
         if (why) throw new BadRequestError(`invalid cron expression: ${why}`, [{ field: 'body.cron', message: why }]);
@@ -797,11 +798,13 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
             { field: 'body.timezone', message: 'only with cron' },
           ]);
         }
-        if (!validTimezone(body.timezone)) {
+        const canonical = canonicalTimezone(body.timezone);
+        if (!canonical) {
           throw new BadRequestError(`unknown time zone "${body.timezone}" (an IANA name: Europe/Paris, UTC, …)`, [
             { field: 'body.timezone', message: 'unknown time zone' },
           ]);
         }
+        timezone = canonical;
       }
       const backupOnly = (['unit', 'params', 'keep'] as const).filter((k) => body[k] !== undefined);
       const refreshOnly = (['revision', 'charm', 'maxUnavailable', 'gateTimeoutSeconds', 'probe'] as const).filter(
@@ -869,14 +872,14 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
           : `refresh ${application.name} to ${(params as RefreshScheduleParams).revision !== undefined ? `revision ${(params as RefreshScheduleParams).revision}` : 'the newest revision'}`;
       const when =
         body.cron !== undefined
-          ? `cron "${body.cron}"${body.timezone ? ` ${body.timezone}` : ''}`
+          ? `cron "${body.cron}"${timezone ? ` ${timezone}` : ''}`
           : `every ${formatInterval(intervalSeconds as number)}`;
       const note = body.note ?? `${what}, ${when}`;
       const options: ScheduleOptions = {
         scheduleId,
         spec:
           body.cron !== undefined
-            ? { cronExpressions: [body.cron.trim()], ...(body.timezone ? { timezone: body.timezone } : {}) }
+            ? { cronExpressions: [body.cron.trim()], ...(timezone ? { timezone } : {}) }
             : { intervals: [{ every: `${intervalSeconds}s` }] },
         action: {
           type: 'startWorkflow',
@@ -932,7 +935,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
             kind: body.kind,
             cron: body.cron?.trim() ?? null,
             interval_seconds: intervalSeconds,
-            timezone: body.timezone ?? null,
+            timezone,
             overlap: body.overlap,
             params: JSON.stringify(params),
             paused: body.paused,
