@@ -84,16 +84,17 @@ export function createControllerBackupActivities(deps: ActivityDeps) {
         return { path: row.path, size: Number(row.size), sha256: row.sha256 };
       }
       const file = secretKeyFile(deps);
-      let key: BackupKey;
+      let raw: Buffer;
       try {
-        key = new BackupKey(Buffer.from(readFileSync(file, 'utf8').trim(), 'base64'), store.secrets.version);
+        raw = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
       } catch (err) {
         throw ApplicationFailure.nonRetryable(
           `cannot read this controller's secret key (${file}): ${(err as Error).message}`,
           'SecretKey',
         );
       }
-      if (key.keyCheck() !== store.secrets.keyCheck()) {
+      // the key the store is sealed with, and no other: a backup must open its own secrets
+      if (raw.length !== 32 || new BackupKey(raw, store.secrets.version).keyCheck() !== store.secrets.keyCheck()) {
         throw ApplicationFailure.nonRetryable(
           `the secret key file ${file} is not the key this controller's store is sealed with`,
           'SecretKey',
@@ -103,17 +104,19 @@ export function createControllerBackupActivities(deps: ActivityDeps) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await chmod(dir, 0o700);
       const path = join(dir, `${id}${BACKUP_SUFFIX}`);
+      // alive while a large store is read and packed
+      const beat = setInterval(() => heartbeat({ backup: id }), 10_000);
       const written = await writeBackup(db, {
         file: path,
         id,
         controllerVersion: controllerVersion(),
         storeKind: store.kind,
         keys: {
-          secretKey: { version: store.secrets.version, key: Buffer.from(readFileSync(file, 'utf8').trim(), 'base64') },
+          secretKey: { version: store.secrets.version, key: raw },
           sshKey: deps.controllerKey,
         },
         onTable: (table) => heartbeat({ table }),
-      });
+      }).finally(() => clearInterval(beat));
       await db
         .updateTable('controller_backups')
         .set({
@@ -244,8 +247,8 @@ export function createControllerBackupActivities(deps: ActivityDeps) {
             }
           }
           out.push({ application: u.application, state });
+          heartbeat({ model: m.name, unit: u.name });
         }
-        heartbeat({ model: m.name });
       }
       return out;
     },

@@ -14,10 +14,11 @@ import { sql } from 'kysely';
 import { paths } from '../controller/config.ts';
 import { applyRestore, BackupError, fileSha256, planRestore, readBackup, writeBackup } from '../store/backup.ts';
 import type { SecretBox } from '../store/secret-box.ts';
-import { openStore, type Store } from '../store/store.ts';
+import type { Store } from '../store/store.ts';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
+import { storeBackends } from './helpers/postgres.ts';
 
 const counter = join(projectRoot, 'test', 'fixtures', 'charms', 'counter');
 const relator = join(projectRoot, 'test', 'fixtures', 'charms', 'relator');
@@ -39,258 +40,277 @@ function backupError(fn: () => unknown): BackupError {
   assert.fail('expected a BackupError');
 }
 
-describe('store/backup: write, read, plan and restore between two stores', () => {
-  let a: Store;
-  let b: Store;
-  let dir: string;
-  let file: string;
-  const archive = Buffer.from([0, 1, 2, 255, 254, 0x5c, 0x78, 10, 13, 0x22]);
+for (const backend of storeBackends)
+  describe(`store/backup: write, read, plan and restore between two stores (${backend.name})`, {
+    skip: backend.skip,
+  }, () => {
+    let a: Store;
+    let b: Store;
+    const drops: (() => Promise<void>)[] = [];
+    const open = async () => {
+      const { store, drop } = await backend.open();
+      drops.push(drop);
+      return store;
+    };
+    let dir: string;
+    let file: string;
+    const archive = Buffer.from([0, 1, 2, 255, 254, 0x5c, 0x78, 10, 13, 0x22]);
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'cf-backup-unit-'));
-    file = join(dir, 'x.cfbackup');
-    // two in-memory stores, each with a key of its own
-    a = await openStore({});
-    b = await openStore({});
-    const db = a.db;
-    await db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
-    await db
-      .insertInto('credentials')
-      .values({
-        cloud: 'local',
-        name: 'c',
-        auth_type: 'userpass',
-        attributes: JSON.stringify(a.secrets.sealAttributes({ password: SECRET })),
-      })
-      .execute();
-    await db
-      .insertInto('models')
-      .values({ uuid: 'aaaaaaaa-0000-0000-0000-000000000001', name: 'm1', cloud: 'local', config: '{}' })
-      .execute();
-    await db
-      .insertInto('charms')
-      .values({
-        name: 'ch',
-        revision: 3,
-        sha256: 'f'.repeat(64),
-        metadata: JSON.stringify({ name: 'ch', config: { options: { tok: { type: 'secret' } } } }),
-        archive,
-        size: archive.length,
-        created_at: '2026-01-02T03:04:05.123456Z',
-      })
-      .execute();
-    const uuid = 'aaaaaaaa-0000-0000-0000-000000000001';
-    await db
-      .insertInto('machines')
-      .values([
-        { model_uuid: uuid, id: '0', kind: 'local', address: '127.7.1.20', root_dir: '/elsewhere/machines/0' },
-        { model_uuid: uuid, id: '1', kind: 'ssh', address: '10.0.0.5', host: '10.0.0.5', port: 22, ssh_user: 'root' },
-      ] as never)
-      .execute();
-    await db
-      .insertInto('applications')
-      .values({
-        model_uuid: uuid,
-        name: 'app',
-        charm_name: 'ch',
-        charm_revision: 3,
-        config: JSON.stringify({ tok: a.secrets.seal(SECRET), plain: 'x' }),
-      })
-      .execute();
-    await db
-      .insertInto('units')
-      .values({ model_uuid: uuid, name: 'app/0', application: 'app', number: 0, machine_id: '0', installed: true })
-      .execute();
-    await db.insertInto('integrations').values({ id: 7, model_uuid: uuid, key: 'k7', interface: 'i' }).execute();
-    await db
-      .insertInto('integration_endpoints')
-      .values({ integration_id: 7, model_uuid: uuid, application: 'app', endpoint: 'peers', role: 'peer' })
-      .execute();
-    await db
-      .insertInto('relation_data')
-      .values({ integration_id: 7, model_uuid: uuid, owner: 'app/0', settings: '{"k":"v"}', version: 4 })
-      .execute();
-    for (const s of ['one', 'two', 'three']) {
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'cf-backup-unit-'));
+      file = join(dir, 'x.cfbackup');
+      // two in-memory stores, each with a key of its own
+      a = await open();
+      b = await open();
+      const db = a.db;
+      await db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
       await db
-        .insertInto('status_history')
-        .values({ model_uuid: uuid, entity: 'app/0', kind: 'workload', status: s, message: `m ${s}` })
+        .insertInto('credentials')
+        .values({
+          cloud: 'local',
+          name: 'c',
+          auth_type: 'userpass',
+          attributes: JSON.stringify(a.secrets.sealAttributes({ password: SECRET })),
+        })
         .execute();
-    }
-    const written = await writeBackup(a.db, {
-      file,
-      id: '20260102-030405-abcd',
-      controllerVersion: '9.9.9',
-      storeKind: a.kind,
-      keys: {
-        secretKey: { version: 1, key: keyOf(a.secrets) },
-        sshKey: { privateKey: 'PRIVATE-KEY-TEXT', publicKey: 'ssh-ed25519 AAAA test' },
-      },
-    });
-    assert.equal(written.size, statSync(file).size);
-    assert.equal(written.sha256, await fileSha256(file));
-    assert.equal(statSync(file).mode & 0o777, 0o600);
-  });
-  after(async () => {
-    await a?.close();
-    await b?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  test('the manifest names the format, the models and every table with its row count', () => {
-    const parsed = readBackup(readFileSync(file), LIMITS);
-    const m = parsed.manifest;
-    assert.equal(m.format, 'charmflow-controller-backup');
-    assert.equal(m.formatVersion, 1);
-    assert.equal(m.controllerVersion, '9.9.9');
-    assert.deepEqual(
-      m.models.map((x) => [x.name, x.applications, x.units, x.machines]),
-      [['m1', 1, 1, 2]],
-    );
-    const count = (t: string) => m.tables.find((x) => x.name === t)?.rows;
-    assert.equal(count('charms'), 1);
-    assert.equal(count('status_history'), 3);
-    assert.equal(count('controller_backups'), undefined, "backups' own records are not in a backup");
-    assert.ok(m.migrations.includes('013_controller_backups'));
-    // the file holds no secret in the clear, only sealed values (and the key)
-    const text = readFileSync(file);
-    assert.ok(!text.includes(Buffer.from(SECRET)));
-  });
-
-  test('restored into another store: every row as it was, secrets sealed with that store key', async () => {
-    const parsed = readBackup(readFileSync(file), LIMITS);
-    const plan = await planRestore(b.db, parsed, b.secrets);
-    assert.deepEqual(
-      plan.models.map((m) => m.name),
-      ['m1'],
-    );
-    assert.equal(plan.resealed, true);
-    assert.deepEqual(plan.integrations, [7]);
-    await b.db.transaction().execute((tx) => applyRestore(tx, parsed, plan, b.secrets));
-
-    const charm = await b.db.selectFrom('charms').selectAll().executeTakeFirstOrThrow();
-    assert.deepEqual(Buffer.from(charm.archive), archive);
-    assert.equal(new Date(charm.created_at).toISOString(), '2026-01-02T03:04:05.123Z');
-    const micro = await sql<{ t: string }>`SELECT created_at::text AS t FROM charms`.execute(b.db);
-    assert.match(micro.rows[0].t, /03:04:05\.123456/);
-
-    const app = await b.db.selectFrom('applications').selectAll().executeTakeFirstOrThrow();
-    assert.equal(app.config.plain, 'x');
-    assert.notEqual(app.config.tok, SECRET);
-    assert.equal(b.secrets.open(String(app.config.tok)), SECRET, "opens with the restoring store's key");
-    assert.throws(() => a.secrets.open(String(app.config.tok)), 'no longer sealed with the old key');
-    const cred = await b.db.selectFrom('credentials').selectAll().executeTakeFirstOrThrow();
-    assert.equal(b.secrets.openAttributes(cred.attributes).password, SECRET);
-
-    const ssh = await b.db.selectFrom('machines').selectAll().where('id', '=', '1').executeTakeFirstOrThrow();
-    assert.equal(b.secrets.open(String(ssh.bootstrap_key)), 'PRIVATE-KEY-TEXT', 'the backup SSH key lets it in once');
-    const local = await b.db.selectFrom('machines').selectAll().where('id', '=', '0').executeTakeFirstOrThrow();
-    assert.equal(local.bootstrap_key, null);
-
-    const bag = await b.db.selectFrom('relation_data').selectAll().executeTakeFirstOrThrow();
-    assert.deepEqual([bag.settings, bag.version], [{ k: 'v' }, 4]);
-    const history = await b.db.selectFrom('status_history').select('status').orderBy('id').execute();
-    assert.deepEqual(
-      history.map((h) => h.status),
-      ['one', 'two', 'three'],
-    );
-    // sequences go past what was restored
-    const next = await sql<{ n: number }>`SELECT nextval('integration_ids')::int AS n`.execute(b.db);
-    assert.equal(next.rows[0].n, 8);
-    const seq = await sql<{ n: number }>`SELECT nextval('local_machine_seq')::int AS n`.execute(b.db);
-    assert.equal(seq.rows[0].n, 1 * 256 + 20 + 1);
-  });
-
-  test('a second restore finds the model here: nothing to do, or a 409 when the model is asked for', async () => {
-    const parsed = readBackup(readFileSync(file), LIMITS);
-    const plan = await planRestore(b.db, parsed, b.secrets);
-    assert.deepEqual(plan.models, []);
-    assert.deepEqual(plan.kept, [{ model: 'm1', reason: 'it is still here' }]);
-    await assert.rejects(planRestore(b.db, parsed, b.secrets, { models: ['m1'] }), (err: BackupError) => {
-      assert.equal(err.statusCode, 409);
-      assert.match(err.message, /model "m1" exists here; destroy it first/);
-      return true;
-    });
-    await assert.rejects(
-      planRestore(b.db, parsed, b.secrets, { models: ['nope'] }),
-      /model "nope" is not in the backup/,
-    );
-  });
-
-  test('what stands in the way is a 409 naming it; an empty model of the same name is replaced', async () => {
-    const parsed = readBackup(readFileSync(file), LIMITS);
-    const c = await openStore({});
-    try {
-      await c.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
-      await c.db
+      await db
         .insertInto('models')
-        .values({ uuid: 'other-uuid', name: 'm1', cloud: 'local', config: '{}' })
+        .values({ uuid: 'aaaaaaaa-0000-0000-0000-000000000001', name: 'm1', cloud: 'local', config: '{}' })
         .execute();
-      // an empty m1 here (a fresh controller's default, say) is replaced
-      const plan = await planRestore(c.db, parsed, c.secrets);
-      assert.deepEqual(plan.models, [
-        { name: 'm1', uuid: 'aaaaaaaa-0000-0000-0000-000000000001', cloud: 'local', replaces: 'other-uuid' },
-      ]);
-      // one with a machine is another model: refused, named
-      await c.db.insertInto('machines').values({ model_uuid: 'other-uuid', id: '0', kind: 'local' }).execute();
-      await assert.rejects(planRestore(c.db, parsed, c.secrets), (err: BackupError) => {
+      await db
+        .insertInto('charms')
+        .values({
+          name: 'ch',
+          revision: 3,
+          sha256: 'f'.repeat(64),
+          metadata: JSON.stringify({ name: 'ch', config: { options: { tok: { type: 'secret' } } } }),
+          archive,
+          size: archive.length,
+          created_at: '2026-01-02T03:04:05.123456Z',
+        })
+        .execute();
+      const uuid = 'aaaaaaaa-0000-0000-0000-000000000001';
+      await db
+        .insertInto('machines')
+        .values([
+          { model_uuid: uuid, id: '0', kind: 'local', address: '127.7.1.20', root_dir: '/elsewhere/machines/0' },
+          { model_uuid: uuid, id: '1', kind: 'ssh', address: '10.0.0.5', host: '10.0.0.5', port: 22, ssh_user: 'root' },
+        ] as never)
+        .execute();
+      await db
+        .insertInto('applications')
+        .values({
+          model_uuid: uuid,
+          name: 'app',
+          charm_name: 'ch',
+          charm_revision: 3,
+          config: JSON.stringify({ tok: a.secrets.seal(SECRET), plain: 'x' }),
+        })
+        .execute();
+      await db
+        .insertInto('units')
+        .values({ model_uuid: uuid, name: 'app/0', application: 'app', number: 0, machine_id: '0', installed: true })
+        .execute();
+      await db.insertInto('integrations').values({ id: 7, model_uuid: uuid, key: 'k7', interface: 'i' }).execute();
+      await db
+        .insertInto('integration_endpoints')
+        .values({ integration_id: 7, model_uuid: uuid, application: 'app', endpoint: 'peers', role: 'peer' })
+        .execute();
+      await db
+        .insertInto('relation_data')
+        .values({ integration_id: 7, model_uuid: uuid, owner: 'app/0', settings: '{"k":"v"}', version: 4 })
+        .execute();
+      for (const s of ['one', 'two', 'three']) {
+        await db
+          .insertInto('status_history')
+          .values({ model_uuid: uuid, entity: 'app/0', kind: 'workload', status: s, message: `m ${s}` })
+          .execute();
+      }
+      const written = await writeBackup(a.db, {
+        file,
+        id: '20260102-030405-abcd',
+        controllerVersion: '9.9.9',
+        storeKind: a.kind,
+        keys: {
+          secretKey: { version: 1, key: keyOf(a.secrets) },
+          sshKey: { privateKey: 'PRIVATE-KEY-TEXT', publicKey: 'ssh-ed25519 AAAA test' },
+        },
+      });
+      assert.equal(written.size, statSync(file).size);
+      assert.equal(written.sha256, await fileSha256(file));
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+    });
+    after(async () => {
+      await a?.close();
+      await b?.close();
+      for (const drop of drops) await drop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('the manifest names the format, the models and every table with its row count', () => {
+      const parsed = readBackup(readFileSync(file), LIMITS);
+      const m = parsed.manifest;
+      assert.equal(m.format, 'charmflow-controller-backup');
+      assert.equal(m.formatVersion, 1);
+      assert.equal(m.controllerVersion, '9.9.9');
+      assert.deepEqual(
+        m.models.map((x) => [x.name, x.applications, x.units, x.machines]),
+        [['m1', 1, 1, 2]],
+      );
+      const count = (t: string) => m.tables.find((x) => x.name === t)?.rows;
+      assert.equal(count('charms'), 1);
+      assert.equal(count('status_history'), 3);
+      assert.equal(count('controller_backups'), undefined, "backups' own records are not in a backup");
+      assert.ok(m.migrations.includes('013_controller_backups'));
+      // the file holds no secret in the clear, only sealed values (and the key)
+      const text = readFileSync(file);
+      assert.ok(!text.includes(Buffer.from(SECRET)));
+    });
+
+    test('restored into another store: every row as it was, secrets sealed with that store key', async () => {
+      const parsed = readBackup(readFileSync(file), LIMITS);
+      const plan = await planRestore(b.db, parsed, b.secrets);
+      assert.deepEqual(
+        plan.models.map((m) => m.name),
+        ['m1'],
+      );
+      assert.equal(plan.resealed, true);
+      assert.deepEqual(plan.integrations, [7]);
+      await b.db.transaction().execute((tx) => applyRestore(tx, parsed, plan, b.secrets));
+
+      const charm = await b.db.selectFrom('charms').selectAll().executeTakeFirstOrThrow();
+      assert.deepEqual(Buffer.from(charm.archive), archive);
+      assert.equal(new Date(charm.created_at).toISOString(), '2026-01-02T03:04:05.123Z');
+      const micro = await sql<{
+        us: number;
+      }>`SELECT extract(microseconds FROM created_at)::int AS us FROM charms`.execute(b.db);
+      assert.equal(micro.rows[0].us, 5_123_456, 'microseconds come back too');
+
+      const app = await b.db.selectFrom('applications').selectAll().executeTakeFirstOrThrow();
+      assert.equal(app.config.plain, 'x');
+      assert.notEqual(app.config.tok, SECRET);
+      assert.equal(b.secrets.open(String(app.config.tok)), SECRET, "opens with the restoring store's key");
+      assert.throws(() => a.secrets.open(String(app.config.tok)), 'no longer sealed with the old key');
+      const cred = await b.db.selectFrom('credentials').selectAll().executeTakeFirstOrThrow();
+      assert.equal(b.secrets.openAttributes(cred.attributes).password, SECRET);
+
+      const ssh = await b.db.selectFrom('machines').selectAll().where('id', '=', '1').executeTakeFirstOrThrow();
+      assert.equal(b.secrets.open(String(ssh.bootstrap_key)), 'PRIVATE-KEY-TEXT', 'the backup SSH key lets it in once');
+      const local = await b.db.selectFrom('machines').selectAll().where('id', '=', '0').executeTakeFirstOrThrow();
+      assert.equal(local.bootstrap_key, null);
+
+      const bag = await b.db.selectFrom('relation_data').selectAll().executeTakeFirstOrThrow();
+      assert.deepEqual([bag.settings, bag.version], [{ k: 'v' }, 4]);
+      const history = await b.db.selectFrom('status_history').select('status').orderBy('id').execute();
+      assert.deepEqual(
+        history.map((h) => h.status),
+        ['one', 'two', 'three'],
+      );
+      // sequences go past what was restored
+      const next = await sql<{ n: number }>`SELECT nextval('integration_ids')::int AS n`.execute(b.db);
+      assert.equal(next.rows[0].n, 8);
+      const seq = await sql<{ n: number }>`SELECT nextval('local_machine_seq')::int AS n`.execute(b.db);
+      assert.equal(seq.rows[0].n, 1 * 256 + 20 + 1);
+    });
+
+    test('a second restore finds the model here: nothing to do, or a 409 when the model is asked for', async () => {
+      const parsed = readBackup(readFileSync(file), LIMITS);
+      const plan = await planRestore(b.db, parsed, b.secrets);
+      assert.deepEqual(plan.models, []);
+      assert.deepEqual(plan.kept, [{ model: 'm1', reason: 'it is still here' }]);
+      await assert.rejects(planRestore(b.db, parsed, b.secrets, { models: ['m1'] }), (err: BackupError) => {
         assert.equal(err.statusCode, 409);
-        assert.match(err.message, /model "m1" exists here and is another model .*destroy-model m1/);
+        assert.match(err.message, /model "m1" exists here; destroy it first/);
         return true;
       });
-      await c.db.deleteFrom('models').execute();
-      // the revision the restored application needs holds other content here
-      await c.db
-        .insertInto('charms')
-        .values({ name: 'ch', revision: 3, sha256: 'e'.repeat(64), metadata: '{}', archive: Buffer.from('z'), size: 1 })
-        .execute();
-      await assert.rejects(planRestore(c.db, parsed, c.secrets), /charm ch revision 3 is other content here/);
-      await c.db.deleteFrom('charms').execute();
-      // a relation id in use here
-      await c.db.insertInto('models').values({ uuid: 'u2', name: 'm2', cloud: 'local', config: '{}' }).execute();
-      await c.db.insertInto('integrations').values({ id: 7, model_uuid: 'u2', key: 'kx', interface: 'i' }).execute();
-      await assert.rejects(planRestore(c.db, parsed, c.secrets), /relation id 7 \(k7\) of the backup is in use here/);
-      assert.equal((await c.db.selectFrom('models').select('name').execute()).length, 1, 'planning changes nothing');
-    } finally {
-      await c.close();
-    }
-  });
+      await assert.rejects(
+        planRestore(b.db, parsed, b.secrets, { models: ['nope'] }),
+        /model "nope" is not in the backup/,
+      );
+    });
 
-  test('bad files are refused with a 400 that names the problem', () => {
-    const good = readFileSync(file);
-    const truncated = backupError(() => readBackup(good.subarray(0, Math.floor(good.length / 2)), LIMITS));
-    assert.equal(truncated.statusCode, 400);
-    assert.match(truncated.message, /truncated/);
-    const flipped = Buffer.from(good);
-    for (let i = 40; i < flipped.length - 20; i += 97) flipped[i] ^= 0xff;
-    const corrupt = backupError(() => readBackup(flipped, LIMITS));
-    assert.equal(corrupt.statusCode, 400);
-    assert.match(corrupt.message, /corrupt|truncated/);
-    assert.match(backupError(() => readBackup(Buffer.from('hello'), LIMITS)).message, /not gzip data/);
-    assert.match(backupError(() => readBackup(Buffer.alloc(0), LIMITS)).message, /empty/);
+    test('what stands in the way is a 409 naming it; an empty model of the same name is replaced', async () => {
+      const parsed = readBackup(readFileSync(file), LIMITS);
+      const c = await open();
+      try {
+        await c.db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+        await c.db
+          .insertInto('models')
+          .values({ uuid: 'other-uuid', name: 'm1', cloud: 'local', config: '{}' })
+          .execute();
+        // an empty m1 here (a fresh controller's default, say) is replaced
+        const plan = await planRestore(c.db, parsed, c.secrets);
+        assert.deepEqual(plan.models, [
+          { name: 'm1', uuid: 'aaaaaaaa-0000-0000-0000-000000000001', cloud: 'local', replaces: 'other-uuid' },
+        ]);
+        // one with a machine is another model: refused, named
+        await c.db.insertInto('machines').values({ model_uuid: 'other-uuid', id: '0', kind: 'local' }).execute();
+        await assert.rejects(planRestore(c.db, parsed, c.secrets), (err: BackupError) => {
+          assert.equal(err.statusCode, 409);
+          assert.match(err.message, /model "m1" exists here and is another model .*destroy-model m1/);
+          return true;
+        });
+        await c.db.deleteFrom('models').execute();
+        // the revision the restored application needs holds other content here
+        await c.db
+          .insertInto('charms')
+          .values({
+            name: 'ch',
+            revision: 3,
+            sha256: 'e'.repeat(64),
+            metadata: '{}',
+            archive: Buffer.from('z'),
+            size: 1,
+          })
+          .execute();
+        await assert.rejects(planRestore(c.db, parsed, c.secrets), /charm ch revision 3 is other content here/);
+        await c.db.deleteFrom('charms').execute();
+        // a relation id in use here
+        await c.db.insertInto('models').values({ uuid: 'u2', name: 'm2', cloud: 'local', config: '{}' }).execute();
+        await c.db.insertInto('integrations').values({ id: 7, model_uuid: 'u2', key: 'kx', interface: 'i' }).execute();
+        await assert.rejects(planRestore(c.db, parsed, c.secrets), /relation id 7 \(k7\) of the backup is in use here/);
+        assert.equal((await c.db.selectFrom('models').select('name').execute()).length, 1, 'planning changes nothing');
+      } finally {
+        await c.close();
+      }
+    });
 
-    // a well-formed gzip whose content is wrong in one way each
-    const [manifestLine, ...rest] = gunzipText(good).split('\n');
-    const manifest = JSON.parse(manifestLine);
-    const payload = rest.join('\n');
-    const remake = (m: object, p = payload) => gzipSync(`${JSON.stringify(m)}\n${p}`);
-    const cases: [Buffer, RegExp][] = [
-      [gzipSync('not json\n'), /first line is not a JSON manifest/],
-      [remake({ ...manifest, format: 'tarball' }), /not a charmflow controller backup: .*format "tarball"/],
-      [remake({ ...manifest, formatVersion: 2 }), /format version 2; this controller reads version 1/],
-      [remake({ ...manifest, migrations: [...manifest.migrations, '099_future'] }), /newer charmflow: .*099_future/],
-      [remake(manifest, payload.replace('"ch"', '"cx"')), /payload's sha256 is .*, the manifest says/],
-      [remake(manifest, payload.slice(0, -10)), /payload is \d+ bytes, the manifest says/],
-      [remake({ ...manifest, payload: 'x' }), /manifest is invalid: payload/],
-    ];
-    for (const [buf, why] of cases) {
-      const err = backupError(() => readBackup(buf, LIMITS));
-      assert.equal(err.statusCode, 400, err.message);
-      assert.match(err.message, why);
-    }
-    const big = backupError(() => readBackup(good, { maxUnpackedBytes: 100 }));
-    assert.equal(big.statusCode, 413);
+    test('bad files are refused with a 400 that names the problem', () => {
+      const good = readFileSync(file);
+      const truncated = backupError(() => readBackup(good.subarray(0, Math.floor(good.length / 2)), LIMITS));
+      assert.equal(truncated.statusCode, 400);
+      assert.match(truncated.message, /truncated/);
+      const flipped = Buffer.from(good);
+      for (let i = 40; i < flipped.length - 20; i += 97) flipped[i] ^= 0xff;
+      const corrupt = backupError(() => readBackup(flipped, LIMITS));
+      assert.equal(corrupt.statusCode, 400);
+      assert.match(corrupt.message, /corrupt|truncated/);
+      assert.match(backupError(() => readBackup(Buffer.from('hello'), LIMITS)).message, /not gzip data/);
+      assert.match(backupError(() => readBackup(Buffer.alloc(0), LIMITS)).message, /empty/);
+
+      // a well-formed gzip whose content is wrong in one way each
+      const [manifestLine, ...rest] = gunzipText(good).split('\n');
+      const manifest = JSON.parse(manifestLine);
+      const payload = rest.join('\n');
+      const remake = (m: object, p = payload) => gzipSync(`${JSON.stringify(m)}\n${p}`);
+      const cases: [Buffer, RegExp][] = [
+        [gzipSync('not json\n'), /first line is not a JSON manifest/],
+        [remake({ ...manifest, format: 'tarball' }), /not a charmflow controller backup: .*format "tarball"/],
+        [remake({ ...manifest, formatVersion: 2 }), /format version 2; this controller reads version 1/],
+        [remake({ ...manifest, migrations: [...manifest.migrations, '099_future'] }), /newer charmflow: .*099_future/],
+        [remake(manifest, payload.replace('"ch"', '"cx"')), /payload's sha256 is .*, the manifest says/],
+        [remake(manifest, payload.slice(0, -10)), /payload is \d+ bytes, the manifest says/],
+        [remake({ ...manifest, payload: 'x' }), /manifest is invalid: payload/],
+      ];
+      for (const [buf, why] of cases) {
+        const err = backupError(() => readBackup(buf, LIMITS));
+        assert.equal(err.statusCode, 400, err.message);
+        assert.match(err.message, why);
+      }
+      const big = backupError(() => readBackup(good, { maxUnpackedBytes: 100 }));
+      assert.equal(big.statusCode, 413);
+    });
   });
-});
 
 function gunzipText(buf: Buffer): string {
   return gunzipSync(buf).toString('utf8');
