@@ -23,6 +23,7 @@ import { integrationRoutes } from './routes/integrations.ts';
 import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { migrateRoutes } from './routes/migrate.ts';
+import { modelMigrationRoutes } from './routes/model-migration.ts';
 import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
 import { refreshRoutes } from './routes/refresh.ts';
@@ -142,5 +143,6 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(controllerBackupRoutes, { prefix: '/v1' });
   await app.register(logRoutes, { prefix: '/v1' });
   await app.register(waitRoutes, { prefix: '/v1' });
+  await app.register(modelMigrationRoutes, { prefix: '/v1' });
   return app;
 }

@@ -1,0 +1,208 @@
+// migrate-model: the checks before a model moves to another controller, and what
+// would move (dryRun). The move itself is not built yet (501).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../api/app.ts';
+import type { TemporalDeps } from '../api/operation-starter.ts';
+import { issueToken } from '../api/tokens.ts';
+import { openStore, type Store } from '../store/store.ts';
+
+const SECRET_TOKEN = 'cf_target-token-Sh0uldNeverShow';
+
+describe('migrate-model: checks and plan', () => {
+  let store: Store;
+  let app: FastifyInstance;
+  let admin: string;
+  let viewer: string;
+  const lines: string[] = [];
+
+  const post = async (model: string, body: unknown, token = admin) => {
+    const res = await app.inject({
+      method: 'POST',
+      url: `/v1/models/${encodeURIComponent(model)}/migrate`,
+      headers: { authorization: `Bearer ${token}` },
+      payload: body as object,
+    });
+    return { status: res.statusCode, body: res.json(), raw: res.body };
+  };
+
+  before(async () => {
+    store = await openStore({});
+    const db = store.db;
+    // the API never reaches Temporal in these checks
+    app = await buildApp({
+      store,
+      temporal: {} as TemporalDeps,
+      logger: { stream: { write: (line: string) => lines.push(line) } },
+    });
+    admin = (await issueToken(db, { user: 'admin', name: 'admin', role: 'admin' })).token;
+    viewer = (await issueToken(db, { user: 'admin', name: 'viewer', role: 'read-only' })).token;
+    await db
+      .insertInto('clouds')
+      .values([
+        { name: 'local', type: 'local', endpoint: null },
+        { name: 'manual', type: 'manual', endpoint: null },
+      ])
+      .onConflict((oc) => oc.doNothing())
+      .execute();
+    await db
+      .insertInto('models')
+      .values([
+        { uuid: 'u-fleet', name: 'fleet', cloud: 'manual' },
+        { uuid: 'u-other', name: 'other', cloud: 'manual' },
+        { uuid: 'u-here', name: 'here', cloud: 'local' },
+      ])
+      .execute();
+    const charm = (name: string) => ({
+      name,
+      revision: 3,
+      sha256: name.padEnd(64, '0'),
+      metadata: JSON.stringify({ name }),
+      archive: Buffer.from('zip'),
+      size: 3,
+    });
+    await db
+      .insertInto('charms')
+      .values([charm('kv-store'), charm('kv-web')])
+      .execute();
+    await db
+      .insertInto('machines')
+      .values([
+        {
+          model_uuid: 'u-fleet',
+          id: '0',
+          kind: 'ssh',
+          address: '10.9.0.1',
+          host: '10.9.0.1',
+          port: 22,
+          ssh_user: 'root',
+        },
+        {
+          model_uuid: 'u-fleet',
+          id: '1',
+          kind: 'ssh',
+          address: '10.9.0.2',
+          host: '10.9.0.2',
+          port: 22,
+          ssh_user: 'root',
+        },
+      ])
+      .execute();
+    await db
+      .insertInto('applications')
+      .values([
+        { model_uuid: 'u-fleet', name: 'kv-store', charm_name: 'kv-store', charm_revision: 3 },
+        { model_uuid: 'u-fleet', name: 'kv-web', charm_name: 'kv-web', charm_revision: 3 },
+        { model_uuid: 'u-other', name: 'web2', charm_name: 'kv-web', charm_revision: 3 },
+      ])
+      .execute();
+    await db
+      .insertInto('units')
+      .values([
+        { model_uuid: 'u-fleet', name: 'kv-store/0', application: 'kv-store', number: 0, machine_id: '0' },
+        { model_uuid: 'u-fleet', name: 'kv-web/0', application: 'kv-web', number: 0, machine_id: '1' },
+        { model_uuid: 'u-other', name: 'web2/0', application: 'web2', number: 0 },
+      ])
+      .execute();
+    await db
+      .insertInto('endpoints')
+      .values([
+        { model_uuid: 'u-fleet', application: 'kv-store', name: 'kv', role: 'provides', interface: 'kv' },
+        { model_uuid: 'u-fleet', application: 'kv-web', name: 'kv', role: 'requires', interface: 'kv' },
+        { model_uuid: 'u-other', application: 'web2', name: 'kv', role: 'requires', interface: 'kv' },
+      ])
+      .execute();
+    await db
+      .insertInto('integrations')
+      .values({ id: 7, model_uuid: 'u-fleet', key: 'kv-web:kv kv-store:kv', interface: 'kv' })
+      .execute();
+    await db
+      .insertInto('integration_endpoints')
+      .values([
+        { integration_id: 7, model_uuid: 'u-fleet', application: 'kv-web', endpoint: 'kv', role: 'requires' },
+        { integration_id: 7, model_uuid: 'u-fleet', application: 'kv-store', endpoint: 'kv', role: 'provides' },
+      ])
+      .execute();
+  });
+  after(async () => {
+    await app?.close();
+    await store?.close();
+  });
+
+  test('dryRun: what would move, and the token is nowhere in the answer or the log', async () => {
+    const r = await post('fleet', { to: 'http://10.9.0.100:17070/', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(r.status, 200, r.raw);
+    assert.deepEqual(r.body.migration, {
+      model: 'fleet',
+      uuid: 'u-fleet',
+      cloud: 'manual',
+      to: 'http://10.9.0.100:17070',
+      applications: [
+        { name: 'kv-store', charm: 'kv-store:3', units: ['kv-store/0'] },
+        { name: 'kv-web', charm: 'kv-web:3', units: ['kv-web/0'] },
+      ],
+      machines: [
+        { id: '0', address: '10.9.0.1' },
+        { id: '1', address: '10.9.0.2' },
+      ],
+      charms: ['kv-store:3', 'kv-web:3'],
+      integrations: [7],
+    });
+    for (const text of [r.raw, lines.join('')]) assert.ok(!text.includes('Sh0uldNeverShow'), text);
+  });
+
+  test('without dryRun: 501 after the checks, the model untouched', async () => {
+    const r = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN });
+    assert.equal(r.status, 501, r.raw);
+    assert.match(r.body.message, /not available yet/);
+    assert.ok(!r.raw.includes('Sh0uldNeverShow'));
+    const apps = await store.db.selectFrom('applications').select('name').where('model_uuid', '=', 'u-fleet').execute();
+    assert.equal(apps.length, 2);
+  });
+
+  test('unknown model: 404', async () => {
+    const r = await post('nope', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(r.status, 404, r.raw);
+    assert.match(r.body.message, /model "nope" not found/);
+  });
+
+  test('a local-cloud model: 400 naming the cloud', async () => {
+    const r = await post('here', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(r.status, 400, r.raw);
+    assert.match(r.body.message, /cloud "local" \(local\): only models on SSH \(manual\) clouds can move/);
+  });
+
+  test('cross-model integrations: 400 naming them; gone, the model can move', async () => {
+    await store.db
+      .insertInto('integrations')
+      .values({ id: 8, model_uuid: 'u-other', key: 'web2:kv kv-store:kv', interface: 'kv' })
+      .execute();
+    await store.db
+      .insertInto('integration_endpoints')
+      .values([
+        { integration_id: 8, model_uuid: 'u-other', application: 'web2', endpoint: 'kv', role: 'requires' },
+        { integration_id: 8, model_uuid: 'u-fleet', application: 'kv-store', endpoint: 'kv', role: 'provides' },
+      ])
+      .execute();
+    for (const model of ['fleet', 'other']) {
+      const r = await post(model, { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true });
+      assert.equal(r.status, 400, `${model}: ${r.raw}`);
+      assert.match(r.body.message, /cross-model integration\(s\): web2:kv kv-store:kv \(relation 8\)/);
+    }
+    await store.db.deleteFrom('integrations').where('id', '=', 8).execute();
+    const ok = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(ok.status, 200, ok.raw);
+  });
+
+  test('bad input: a URL that is not http(s), no token; a read-only token: 403', async () => {
+    const bad = await post('fleet', { to: 'ftp://x', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(bad.status, 400, bad.raw);
+    assert.match(bad.body.message, /body\.to/);
+    const noToken = await post('fleet', { to: 'http://10.9.0.100:17070' });
+    assert.equal(noToken.status, 400, noToken.raw);
+    assert.match(noToken.body.message, /body\.token/);
+    const ro = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true }, viewer);
+    assert.equal(ro.status, 403, ro.raw);
+  });
+});
