@@ -10,6 +10,7 @@ import { registerIntegrations } from './commands/integrations.ts';
 import { registerLogs } from './commands/logs.ts';
 import { registerMachines } from './commands/machines.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerModelMigration } from './commands/model-migration.ts';
 import { registerModels } from './commands/models.ts';
 import { registerOperations } from './commands/operations.ts';
 import { registerRefresh } from './commands/refresh.ts';
@@ -41,6 +42,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerActions(program);
   registerRefresh(program);
   registerMigrate(program);
+  registerModelMigration(program);
   registerAppBackups(program);
   registerControllerBackups(program);
   registerLogs(program);

@@ -7,6 +7,7 @@ import { buildApp } from '../api/app.ts';
 import type { TemporalDeps } from '../api/operation-starter.ts';
 import { issueToken } from '../api/tokens.ts';
 import { openStore, type Store } from '../store/store.ts';
+import { runCli } from './helpers/cli.ts';
 
 const SECRET_TOKEN = 'cf_target-token-Sh0uldNeverShow';
 
@@ -204,5 +205,39 @@ describe('migrate-model: checks and plan', () => {
     assert.match(noToken.body.message, /body\.token/);
     const ro = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true }, viewer);
     assert.equal(ro.status, 403, ro.raw);
+  });
+
+  test('the CLI: migrate-model --dry-run prints the plan; refusals are reported; the token comes from the env too', async () => {
+    const url = await app.listen({ host: '127.0.0.1', port: 0 });
+    const env = { CHARMFLOW_URL: url, CHARMFLOW_TOKEN: admin };
+    const dry = await runCli(
+      ['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070', '--token', SECRET_TOKEN, '--dry-run'],
+      env,
+    );
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /Model "fleet" \(cloud manual\) can move to http:\/\/10\.9\.0\.100:17070/);
+    assert.match(dry.stdout, /kv-web \(kv-web:3\): kv-web\/0/);
+    const json = await runCli(
+      ['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070', '--dry-run', '--format', 'json'],
+      { ...env, CHARMFLOW_MIGRATE_TOKEN: SECRET_TOKEN },
+    );
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout).integrations, [7]);
+    const local = await runCli(
+      ['migrate-model', 'here', '--to', 'http://10.9.0.100:17070', '--token', SECRET_TOKEN, '--dry-run'],
+      env,
+    );
+    assert.notEqual(local.code, 0);
+    assert.match(local.stderr, /cloud "local"/);
+    const noToken = await runCli(['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070'], env);
+    assert.equal(noToken.code, 2, noToken.stderr);
+    assert.match(noToken.stderr, /--token/);
+    const move = await runCli(
+      ['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070', '--token', SECRET_TOKEN],
+      env,
+    );
+    assert.notEqual(move.code, 0);
+    assert.match(move.stderr, /not available yet/);
+    for (const r of [dry, json, local, noToken, move]) assert.ok(!(r.stdout + r.stderr).includes('Sh0uldNeverShow'));
   });
 });
