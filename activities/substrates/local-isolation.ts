@@ -29,14 +29,17 @@ export function localMachineUid(address: string): number {
   return LOCAL_UID_BASE + net * 65_536 + hi * 256 + lo;
 }
 
-let isolating: Promise<void> | undefined;
+// once per data dir (a process may run more than one controller: tests do)
+const isolating = new Map<string, Promise<void>>();
 /**
  * The data dir becomes passable (0711) so a local machine can reach its own
  * directory under machines/; whatever else is in it is made the controller's
  * alone first: files 0600, directories 0700.
  */
 export function isolateDataDir(dataDir: string): Promise<void> {
-  isolating ??= (async () => {
+  const known = isolating.get(dataDir);
+  if (known) return known;
+  const work = (async () => {
     for (const entry of await readdir(dataDir, { withFileTypes: true })) {
       const path = join(dataDir, entry.name);
       if (entry.name === 'machines') continue;
@@ -45,10 +48,11 @@ export function isolateDataDir(dataDir: string): Promise<void> {
     }
     await chmod(dataDir, 0o711);
   })().catch((err) => {
-    isolating = undefined;
+    isolating.delete(dataDir);
     throw err;
   });
-  return isolating;
+  isolating.set(dataDir, work);
+  return work;
 }
 
 /** Whether every directory above `path` lets other users pass (the x bit for others). */
