@@ -379,58 +379,31 @@ function statements(ddl: string): string[] {
     .filter((s) => s.length > 0);
 }
 
+/** A migration that runs DDL, statement by statement. */
+function ddlMigration(ddl: string): Migration {
+  return {
+    async up(db: AnyDb) {
+      for (const stmt of statements(ddl)) await sql.raw(stmt).execute(db);
+    },
+  };
+}
+
 export const migrations: Record<string, MigrationEntry> = {
-  '001_initial': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m001)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '002_machines_and_sequences': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m002)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '003_machine_ssh_endpoint': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m003)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '004_hook_run_timings': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m004)) await sql.raw(stmt).execute(db);
-    },
-  },
+  '001_initial': ddlMigration(m001),
+  '002_machines_and_sequences': ddlMigration(m002),
+  '003_machine_ssh_endpoint': ddlMigration(m003),
+  '004_hook_run_timings': ddlMigration(m004),
   '005_secrets_at_rest': (ctx) => ({
     async up(db: AnyDb) {
       for (const stmt of statements(m005)) await sql.raw(stmt).execute(db);
       await sealStoredSecrets(db, ctx.secrets);
     },
   }),
-  '006_operation_start': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m006)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '007_controller_facts': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m007)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '008_integrations': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m008)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '009_action_results': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m009)) await sql.raw(stmt).execute(db);
-    },
-  },
-  '010_unit_charm_revision': {
-    async up(db: AnyDb) {
-      for (const stmt of statements(m010)) await sql.raw(stmt).execute(db);
-    },
-  },
+  '006_operation_start': ddlMigration(m006),
+  '007_controller_facts': ddlMigration(m007),
+  '008_integrations': ddlMigration(m008),
+  '009_action_results': ddlMigration(m009),
+  '010_unit_charm_revision': ddlMigration(m010),
   '012_app_backups': m012,
   '013_controller_backups': m013,
 };

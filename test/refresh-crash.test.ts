@@ -3,17 +3,18 @@
 // runs upgrade-charm twice for it. The API and the worker are separate processes on
 // a shared Postgres store, as in production; the hosts are the test fleet.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
-import { type CliResult, cliPath, projectRoot, runCli } from './helpers/cli.ts';
+import { type CliResult, projectRoot, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
 import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
 import { settle } from './helpers/relations.ts';
 import { waitFor } from './helpers/wait.ts';
+import { spawnWorker } from './helpers/worker.ts';
 
 const versioned = join(projectRoot, 'test', 'fixtures', 'charms', 'versioned');
 const M = 'crash';
@@ -61,19 +62,7 @@ describe('a worker killed mid-refresh over SSH machines', { skip: unsupported },
   };
 
   function startWorker(): ChildProcess {
-    const child = spawn(process.execPath, [cliPath, 'worker'], {
-      env: {
-        ...process.env,
-        TEMPORAL_ADDRESS: c.temporalAddress,
-        DATABASE_URL: c.config.databaseUrl,
-        CHARMFLOW_DATA_DIR: c.dataDir,
-        CHARMFLOW_TASK_QUEUE: c.config.taskQueue,
-        CHARMFLOW_LOCAL_NET: String(c.config.localAddressBase),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stderr?.on('data', () => {});
-    child.stdout?.on('data', () => {});
+    const child = spawnWorker(c);
     workers.push(child);
     return child;
   }

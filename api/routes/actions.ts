@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { ActionParamsError, actionSchema, checkActionParams } from '../../charm/action-params.ts';
 import { getCharmInfo } from '../../charm/charm-store.ts';
 import type { CharmMeta } from '../../charm/metadata.ts';
-import type { Db } from '../../store/store.ts';
+import type { Db, Tx } from '../../store/store.ts';
 import { cancelActionUpdate, legacyUnitAgentWorkflowId, unitAgentWorkflowId } from '../../workflows/messages.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
@@ -27,6 +27,15 @@ export const ActionInfo = z.object({
 });
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+/** An operation that runs an action starts with its outcome "running" (the hook activity writes the rest). */
+export async function markActionRunning(tx: Tx, operationId: number): Promise<void> {
+  await tx
+    .updateTable('operations')
+    .set({ results: JSON.stringify({ status: 'running', results: {}, log: [], message: '' }) })
+    .where('id', '=', operationId)
+    .execute();
+}
 
 async function charmMetaOf(db: Db, name: string, revision: number): Promise<CharmMeta> {
   const charm = await getCharmInfo(db, name, revision);
@@ -130,13 +139,7 @@ export const actionRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: `run ${req.body.action} on ${unit.name}`,
         // the hook activity reads the params from here: they stay out of the workflow's history
         params: { action: req.body.action, params },
-        intent: async (tx, operationId) => {
-          await tx
-            .updateTable('operations')
-            .set({ results: JSON.stringify({ status: 'running', results: {}, log: [], message: '' }) })
-            .where('id', '=', operationId)
-            .execute();
-        },
+        intent: markActionRunning,
         args: (operationId) => [
           {
             operationId,

@@ -36,6 +36,7 @@ import { ApiError, BadRequestError, ConflictError, NotFoundError } from '../erro
 import { findModel } from '../model-lookup.ts';
 import { iso, startOperation, type TemporalDeps, toOperation } from '../operation-starter.ts';
 import { Accepted, AppParams, bodyInt, ErrorBody, ModelParam, queryInt, Text } from '../schemas.ts';
+import { markActionRunning } from './actions.ts';
 
 // ---------------------------------------------------------------------------
 // Cron expressions, intervals and time zones: checked here, before anything is made,
@@ -561,13 +562,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: `back up ${unit.name}`,
         // the hook activity reads the params from here: they stay out of the workflow's history
         params: { action: 'backup', params },
-        intent: async (tx, operationId) => {
-          await tx
-            .updateTable('operations')
-            .set({ results: JSON.stringify({ status: 'running', results: {}, log: [], message: '' }) })
-            .where('id', '=', operationId)
-            .execute();
-        },
+        intent: markActionRunning,
         args: (operationId) => [
           {
             operationId,
@@ -733,13 +728,7 @@ export const appBackupRoutes: FastifyPluginAsyncZod = async (app) => {
         workflow: 'appRestoreWorkflow',
         summary: `restore backup ${backup.id} (${backup.unit}, ${backup.sha256.slice(0, 12)}) on ${unit.name}`,
         params: { action: 'restore', params: { ...params, path: '' }, backup: backup.id },
-        intent: async (tx, operationId) => {
-          await tx
-            .updateTable('operations')
-            .set({ results: JSON.stringify({ status: 'running', results: {}, log: [], message: '' }) })
-            .where('id', '=', operationId)
-            .execute();
-        },
+        intent: markActionRunning,
         args: (operationId) => [
           {
             operationId,
