@@ -214,21 +214,65 @@ describe('a worker killed mid-migration over SSH machines', { skip: unsupported 
     const webRanBefore = ranOn('1', 'kv-web/0').length;
     const webRunsBefore = (await runsOf('kv-web/0')).length;
     const poll = poller(web);
-    const d = await ok('migrate', 'kv-store', '--to', to, '--no-wait');
-    const opId = Number(/operation (\d+)/.exec(d.stdout)?.[1]);
-    assert.ok(opId > 0, d.stdout);
-    const fresh = (await aliveStoreUnits()).find((u) => u.name !== old.name)?.name;
-    assert.ok(fresh, 'the new unit is recorded at once');
-
+    let opId = 0;
+    let fresh = '';
+    let op: any;
     let killedAt = 'not killed';
-    if (crash) {
-      killedAt = await crash.moment(opId, fresh);
-      await killWorker(workers[workers.length - 1]);
-      await new Promise((r) => setTimeout(r, 1000));
-      startWorker();
-    }
+    let killTime = 0;
+    try {
+      const d = await ok('migrate', 'kv-store', '--to', to, '--no-wait');
+      opId = Number(/operation (\d+)/.exec(d.stdout)?.[1]);
+      assert.ok(opId > 0, d.stdout);
+      fresh = (await aliveStoreUnits()).find((u) => u.name !== old.name)?.name ?? '';
+      assert.ok(fresh, 'the new unit is recorded at once');
 
-    const op = await c.waitOperation(opId, 480_000);
+      if (crash) {
+        killedAt = await crash.moment(opId, fresh);
+        const open = await c.store.db
+          .selectFrom('hook_runs')
+          .select(['unit', 'hook'])
+          .where('model_uuid', '=', uuid)
+          .where('finished_at', 'is', null)
+          .execute();
+        killTime = Date.now();
+        await killWorker(workers[workers.length - 1]);
+        t.diagnostic(
+          `hooks running when the worker died: ${open.map((r) => `${r.unit} ${r.hook}`).join(', ') || 'none'}`,
+        );
+        await new Promise((r) => setTimeout(r, 1000));
+        startWorker();
+      }
+
+      op = await c.waitOperation(opId, 480_000);
+      if (crash) {
+        t.diagnostic(`the operation ended ${((Date.now() - killTime) / 1000).toFixed(1)} s after the kill`);
+        // which activities the dead worker left behind, and how long each took to be tried again
+        const wf = await c.store.db
+          .selectFrom('operations')
+          .select('workflow_id')
+          .where('id', '=', opId)
+          .executeTakeFirstOrThrow();
+        const events = (await c.client.workflow.getHandle(wf.workflow_id ?? '').fetchHistory()).events ?? [];
+        const scheduled = new Map<string, string>();
+        for (const e of events) {
+          const a = e.activityTaskScheduledEventAttributes;
+          if (a)
+            scheduled.set(
+              String(e.eventId),
+              `${a.activityType?.name} (start-to-close ${a.startToCloseTimeout?.seconds ?? '?'} s)`,
+            );
+          const to = e.activityTaskTimedOutEventAttributes;
+          if (to)
+            t.diagnostic(`activity timed out in the migration workflow: ${scheduled.get(String(to.scheduledEventId))}`);
+          const st = e.activityTaskStartedEventAttributes;
+          if (st && (st.attempt ?? 1) > 1)
+            t.diagnostic(`activity retried (attempt ${st.attempt}): ${scheduled.get(String(st.scheduledEventId))}`);
+        }
+      }
+    } catch (err) {
+      await poll.end();
+      throw err;
+    }
     const { requests, failures } = await poll.end();
     const summary =
       `migrate ${old.name} (machine ${from}) -> ${fresh} (machine ${to}), worker killed ${killedAt}: ` +
@@ -360,28 +404,60 @@ describe('a worker killed mid-migration over SSH machines', { skip: unsupported 
 
   test('SIGKILL while the old unit drains: a new worker finishes the migration, every hook ran once', async (t) => {
     assert.ok(baseline, 'the reference migration ran');
+    const r = await migrate(t, '0', {
+      moment: async (opId) => {
+        // looked at every 25 ms: the draining step may not last long
+        const deadline = Date.now() + 240_000;
+        let seen = '';
+        while (!seen) {
+          const op = await c.store.db
+            .selectFrom('operations')
+            .select(['progress', 'state'])
+            .where('id', '=', opId)
+            .executeTakeFirstOrThrow();
+          const step = String((op.progress as { step?: string }).step ?? '');
+          if (/^draining /.test(step) || /^the related units departing from /.test(step)) seen = step;
+          else if (/^(removing|running stop|kv-store: )/.test(step) || op.state !== 'running')
+            assert.fail(`missed the drain: the operation is ${op.state} at "${step}"`);
+          else if (Date.now() > deadline) assert.fail(`no drain within 240 s; the operation is at "${step}"`);
+          else await new Promise((res) => setTimeout(res, 25));
+        }
+        return `at step "${seen}"`;
+      },
+    });
+    if (!r.rolledBack) {
+      assert.deepEqual(r.fresh, baseline.fresh, 'the new unit ran the same hooks as in the reference migration');
+      assert.deepEqual(r.old, baseline.old, 'the old unit ran the same hooks as in the reference migration');
+      assert.deepEqual(r.web, baseline.web, 'kv-web ran the same hooks as in the reference migration');
+    }
+  });
+
+  test('SIGKILL while kv-web runs relation-departed for the old unit: the migration finishes, departed ran once', async (t) => {
+    assert.ok(baseline, 'the reference migration ran');
     const marker = join(hostOf('1').tmpDir, 'slow-departed');
     writeFileSync(marker, '');
     try {
-      const r = await migrate(t, '0', {
-        moment: async (opId) => {
-          // looked at every 25 ms: the draining step may not last long
-          const deadline = Date.now() + 240_000;
-          let seen = '';
-          while (!seen) {
-            const op = await c.store.db
-              .selectFrom('operations')
-              .select(['progress', 'state'])
-              .where('id', '=', opId)
-              .executeTakeFirstOrThrow();
-            const step = String((op.progress as { step?: string }).step ?? '');
-            if (/^draining /.test(step) || /^the related units departing from /.test(step)) seen = step;
-            else if (/^(removing|running stop|kv-store: )/.test(step) || op.state !== 'running')
-              assert.fail(`missed the drain: the operation is ${op.state} at "${step}"`);
-            else if (Date.now() > deadline) assert.fail(`no drain within 240 s; the operation is at "${step}"`);
-            else await new Promise((res) => setTimeout(res, 25));
-          }
-          return `at step "${seen}"`;
+      const r = await migrate(t, '3', {
+        moment: async () => {
+          await waitFor(
+            'kv-web/0 running kv-relation-departed',
+            async () => {
+              const running = (await runsOf('kv-web/0')).filter(
+                (x) => x.hook === 'kv-relation-departed' && x.finished_at === null,
+              );
+              const slow = await c.store.db
+                .selectFrom('log_entries')
+                .select('id')
+                .where('model_uuid', '=', uuid)
+                .where('entity', '=', 'kv-web/0')
+                // juju-log in a relation hook prefixes the relation id (`kv:3: `)
+                .where('message', 'like', '%SLOW kv-relation-departed')
+                .execute();
+              return running.length === 1 && slow.length > 0;
+            },
+            240_000,
+          );
+          return 'while kv-web/0 ran kv-relation-departed (hook_runs row open, the hook sleeping on its machine)';
         },
       });
       if (!r.rolledBack) {
