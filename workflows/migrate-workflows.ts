@@ -11,7 +11,9 @@ import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import { type DeployInput, deployUnits, removeUnits, tagApplication } from './application-workflows.ts';
 import { failureMessage, type OperationContext, runOperation } from './operation.ts';
 
-const relations = proxyActivities<RelationActivities>(BOOKKEEPING_ACTIVITY);
+// short reads and wakes, asked for every second while waiting: a worker lost in the
+// middle of one is noticed in 30 s, not the bookkeeping default's 2 minutes
+const relations = proxyActivities<RelationActivities>({ ...BOOKKEEPING_ACTIVITY, startToCloseTimeout: '30 seconds' });
 
 /** One application's move: its new units (placed on the targets) and the units they replace. */
 export interface MigrationStep extends Omit<DeployInput, 'operationId' | 'model' | 'kind' | 'modelUuid'> {
