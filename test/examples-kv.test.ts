@@ -531,6 +531,8 @@ describe('kv example charms', { timeout: 300_000 }, () => {
     assert.ok(logs(storeDeparted).some((m) => m.includes('kv-store/0 departed')));
     kv.sides['kv-store'].units = ['kv-store/0', 'kv-store/1']; // back, for what follows
     await hook(web0, 'kv-relation-joined', { rel: kv, remoteUnit: 'kv-store/0' });
+    // ...and kv-store/0 joins again from its side (it no longer counts itself leaving)
+    await hook(store0, 'kv-relation-joined', { rel: kv, remoteUnit: 'web/0' });
   });
 
   test('an ops charm (ops-kv-web) interoperates with the hooks kv-store', async (t) => {

@@ -222,6 +222,8 @@ case "$hook" in
     ;;
   kv-relation-joined | kv-relation-changed)
     log "relation $JUJU_RELATION_ID: ${JUJU_REMOTE_UNIT:-${JUJU_REMOTE_APP:-?}}"
+    # in the relation again: its relation-broken is the relation's end after all
+    rm -f "$STATE_DIR/leaving-${JUJU_RELATION_ID##*:}"
     converge
     ;;
   kv-relation-departed)
