@@ -12,7 +12,7 @@ import {
   relationDelta,
   teardown,
 } from '../workflows/relations.ts';
-import { enqueueCoalescing, nextBatch, type QueuedEvent, type UnitAgentState } from '../workflows/unit-agent.ts';
+import { enqueueCoalescing, heard, nextBatch, type QueuedEvent, type UnitAgentState } from '../workflows/unit-agent.ts';
 
 /** A `db` relation (id 7) of this application with the `pg` application, unless told otherwise. */
 function view(units: Record<string, number>, extra: Partial<RelationView> = {}): RelationView {
@@ -663,5 +663,39 @@ describe('relation hooks through the unit agent queue', () => {
       'db-relation-joined pg/0',
       'db-relation-changed pg/0',
     ]);
+  });
+});
+
+describe('heard: what a relation hook read counts as told', () => {
+  const seen = (): UnitAgentState => ({
+    ref: { model: 'm', modelUuid: 'u', unit: 'prov/0' },
+    queue: [],
+    seq: 0,
+    prepared: true,
+    relations: { 1: { endpoint: 'data', remoteApp: 'req', units: { 'req/1': 0, 'req/2': 0 }, appVersion: 0 } },
+  });
+  const view = (units: Record<string, number>, appVersion = 0): RelationView[] => [
+    { id: 1, endpoint: 'data', remoteApp: 'req', dying: false, units, appVersion },
+  ];
+
+  test("a hook for one remote unit never swallows another unit's change", () => {
+    const state = seen();
+    // relation-changed for req/2 ran after req/1 had committed (version 3): it read req/1's bag too
+    heard(state, { hook: 'data-relation-changed', relationId: 1, remoteUnit: 'req/2' }, { 'req/1': 3, 'req/2': 2 });
+    assert.deepEqual(state.relations?.[1].units, { 'req/1': 0, 'req/2': 2 });
+    const events = relationDelta(state.relations ?? {}, view({ 'req/1': 3, 'req/2': 2 }), true);
+    assert.deepEqual(
+      events.map((e) => [e.hook, e.remoteUnit]),
+      [['data-relation-changed', 'req/1']],
+    );
+  });
+
+  test('the app bag counts as told only from an application-level relation-changed', () => {
+    const state = seen();
+    heard(state, { hook: 'data-relation-changed', relationId: 1, remoteUnit: 'req/1' }, { req: 5, 'req/1': 1 });
+    assert.equal(state.relations?.[1].appVersion, 0);
+    heard(state, { hook: 'data-relation-changed', relationId: 1, remoteApp: 'req' }, { req: 5 });
+    assert.equal(state.relations?.[1].appVersion, 5);
+    assert.deepEqual(relationDelta(state.relations ?? {}, view({ 'req/1': 1, 'req/2': 0 }, 5), true), []);
   });
 });

@@ -379,7 +379,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       }
       state.queue.shift();
       state.failure = undefined;
-      if (outcome.read && ev.relationId !== undefined) heard(state, ev.relationId, outcome.read);
+      if (outcome.read) heard(state, ev, outcome.read);
       if (ev.hook === 'start' && !state.started && state.relatable) {
         state.started = true;
         state.syncWanted = true; // relation-joined for the units already there
@@ -490,16 +490,23 @@ function tellWaiters(state: UnitAgentState, events: UnitEvent[]): void {
 }
 
 /**
- * A relation hook read these versions of its relation's data bags: the unit has
- * been told of them, so the remote commits they hold bring no further
- * relation-changed (a hook reads the bags as they are when it runs, which may be
- * newer than what woke it).
+ * A relation hook for one remote unit (or, with none, for the remote application)
+ * read this version of that unit's (the application's) data bag: the unit has been
+ * told of it, so a commit the hook already saw brings no further relation-changed
+ * (a hook reads the bags as they are when it runs, which may be newer than what
+ * woke it). Only the bag the hook is about: another unit's change still needs its
+ * own relation-changed.
  */
-function heard(state: UnitAgentState, relationId: number, read: Record<string, number>): void {
-  const s = state.relations?.[relationId];
-  if (!s) return;
-  for (const [owner, version] of Object.entries(read)) {
-    if (owner in s.units && version > s.units[owner]) s.units[owner] = version;
-    else if (owner === s.remoteApp && version > s.appVersion && !Object.hasOwn(s.units, owner)) s.appVersion = version;
+export function heard(state: UnitAgentState, ev: UnitEvent, read: Record<string, number>): void {
+  const s = ev.relationId === undefined ? undefined : state.relations?.[ev.relationId];
+  if (!s || ev.hook.endsWith('-relation-departed') || ev.hook.endsWith('-relation-broken')) return;
+  if (ev.remoteUnit !== undefined) {
+    const version = read[ev.remoteUnit];
+    if (ev.remoteUnit in s.units && version !== undefined && version > s.units[ev.remoteUnit]) {
+      s.units[ev.remoteUnit] = version;
+    }
+  } else if (ev.hook.endsWith('-relation-changed')) {
+    const version = read[s.remoteApp];
+    if (version !== undefined && version > s.appVersion) s.appVersion = version;
   }
 }
