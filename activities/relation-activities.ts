@@ -2,7 +2,7 @@
 // compare with what it was told), the snapshot a hook gets of them, and waking
 // the agents of the units a change concerns.
 import { Context } from '@temporalio/activity';
-import { type Client, type WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { sql } from 'kysely';
 import { updateStatusMs } from '../api/model-config.ts';
 import type { RelationSnapshot } from '../charm/hook-protocol.ts';
@@ -10,16 +10,15 @@ import type { Db, Tx } from '../store/store.ts';
 import {
   type AgentSettings,
   enqueueSignal,
-  legacyUnitAgentWorkflowId,
   type RelationsWake,
   relationsChangedSignal,
   type UnitEvent,
   type UnitRef,
   unitAgentQuery,
-  unitAgentWorkflowId,
 } from '../workflows/messages.ts';
 import type { RelationView } from '../workflows/relations.ts';
 import type { ActivityDeps } from './deps.ts';
+import { onUnitAgent } from './unit-agents.ts';
 
 /** One relation of an application: its endpoint and the other end. */
 interface RelationRow {
@@ -189,21 +188,28 @@ interface AgentRow {
   name: string;
 }
 
-/** Signals the unit's agent under today's id or the one older agents have; false when it has none. */
+/** Signals the unit's agent (under either id); false when it has none. */
 async function signalAgent(
   client: Client,
   r: AgentRow,
   send: (handle: WorkflowHandle) => Promise<void>,
 ): Promise<boolean> {
-  for (const id of [unitAgentWorkflowId(r.model, r.model_uuid, r.name), legacyUnitAgentWorkflowId(r.model, r.name)]) {
-    try {
-      await send(client.workflow.getHandle(id));
-      return true;
-    } catch (err) {
-      if (!(err instanceof WorkflowNotFoundError)) throw err;
-    }
-  }
-  return false;
+  return (await onUnitAgent(client, { model: r.model, modelUuid: r.model_uuid, unit: r.name }, send)) !== undefined;
+}
+
+/** The units of these applications (only the alive ones with `alive`), with their model's name, in order. */
+async function agentRows(
+  db: Db,
+  apps: { modelUuid: string; application: string }[],
+  alive = false,
+): Promise<AgentRow[]> {
+  if (apps.length === 0) return [];
+  const { rows } = await sql<AgentRow>`
+    SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
+    WHERE (u.model_uuid, u.application) IN (${sql.join(apps.map((a) => sql`(${a.modelUuid}, ${a.application})`))})
+      ${alive ? sql`AND u.life = 'alive'` : sql``}
+    ORDER BY u.model_uuid, u.application, u.number`.execute(db);
+  return rows;
 }
 
 /**
@@ -216,11 +222,7 @@ export async function wakeUnits(
   wake: RelationsWake,
   except?: string,
 ): Promise<string[]> {
-  if (apps.length === 0) return [];
-  const { rows } = await sql<AgentRow>`
-    SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
-    WHERE (u.model_uuid, u.application) IN (${sql.join(apps.map((a) => sql`(${a.modelUuid}, ${a.application})`))})
-    ORDER BY u.model_uuid, u.application, u.number`.execute(db);
+  const rows = await agentRows(db, apps);
   const client = Context.current().client;
   const targets = rows.filter((r) => r.name !== except);
   const woken: string[] = [];
@@ -239,9 +241,7 @@ export async function enqueueOnUnits(
   events: UnitEvent[],
   except?: string,
 ): Promise<void> {
-  const { rows } = await sql<AgentRow>`
-    SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
-    WHERE u.model_uuid = ${modelUuid} AND u.application = ${application} AND u.life = 'alive'`.execute(db);
+  const rows = await agentRows(db, [{ modelUuid, application }], true);
   const client = Context.current().client;
   await Promise.all(
     rows.filter((r) => r.name !== except).map((r) => signalAgent(client, r, (h) => h.signal(enqueueSignal, events))),
@@ -281,9 +281,7 @@ export async function electLeader(db: Db, modelUuid: string, application: string
     return next.name;
   });
   if (!elected) return null;
-  const { rows } = await sql<AgentRow>`
-    SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
-    WHERE u.model_uuid = ${modelUuid} AND u.application = ${application} AND u.life = 'alive'`.execute(db);
+  const rows = await agentRows(db, [{ modelUuid, application }], true);
   const client = Context.current().client;
   await Promise.all(
     rows.map((r) =>
@@ -353,27 +351,16 @@ export function createRelationActivities(deps: ActivityDeps) {
         for (const r of await relatedApps(db, a.modelUuid, a.application))
           all.set(`${r.modelUuid}/${r.application}`, r);
       }
-      if (all.size === 0) return [];
-      const { rows } = await sql<AgentRow>`
-        SELECT m.name AS model, u.model_uuid, u.name FROM units u JOIN models m ON m.uuid = u.model_uuid
-        WHERE (u.model_uuid, u.application) IN (${sql.join([...all.values()].map((a) => sql`(${a.modelUuid}, ${a.application})`))})`.execute(
-        db,
-      );
+      const rows = await agentRows(db, [...all.values()]);
       const client = Context.current().client;
       const busy: string[] = [];
       await Promise.all(
         rows.map(async (r) => {
-          for (const id of [
-            unitAgentWorkflowId(r.model, r.model_uuid, r.name),
-            legacyUnitAgentWorkflowId(r.model, r.name),
-          ]) {
-            try {
-              const view = await client.workflow.getHandle(id).query(unitAgentQuery);
-              if (view.current !== null || view.queue.length > 0 || view.relationsPending) busy.push(r.name);
-              return;
-            } catch (err) {
-              if (!(err instanceof WorkflowNotFoundError)) throw err;
-            }
+          const view = await onUnitAgent(client, { model: r.model, modelUuid: r.model_uuid, unit: r.name }, (h) =>
+            h.query(unitAgentQuery),
+          );
+          if (view && (view.value.current !== null || view.value.queue.length > 0 || view.value.relationsPending)) {
+            busy.push(r.name);
           }
         }),
       );
@@ -382,12 +369,7 @@ export function createRelationActivities(deps: ActivityDeps) {
 
     /** The units of these applications (an integration's ends). */
     async applicationUnits(apps: { modelUuid: string; application: string }[]): Promise<string[]> {
-      if (apps.length === 0) return [];
-      const { rows } = await sql<{ name: string }>`
-        SELECT u.name FROM units u
-        WHERE (u.model_uuid, u.application) IN (${sql.join(apps.map((a) => sql`(${a.modelUuid}, ${a.application})`))})
-        ORDER BY u.application, u.number`.execute(db);
-      return rows.map((r) => r.name);
+      return (await agentRows(db, apps)).map((r) => r.name);
     },
 
     /** An integration whose units all ran relation-broken goes, with its data bags. */

@@ -3,11 +3,12 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { onUnitAgent } from '../../activities/unit-agents.ts';
 import { ActionParamsError, actionSchema, checkActionParams } from '../../charm/action-params.ts';
 import { getCharmInfo } from '../../charm/charm-store.ts';
 import type { CharmMeta } from '../../charm/metadata.ts';
 import type { Db, Tx } from '../../store/store.ts';
-import { cancelActionUpdate, legacyUnitAgentWorkflowId, unitAgentWorkflowId } from '../../workflows/messages.ts';
+import { cancelActionUpdate } from '../../workflows/messages.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { findModel } from '../model-lookup.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
@@ -176,20 +177,12 @@ export const actionRoutes: FastifyPluginAsyncZod = async (app) => {
         throw new ConflictError(`operation ${op.id} already ended (${op.state})`);
       }
       const model = op.model_name ? await findModel(db, op.model_name) : null;
-      let answer: 'cancelled' | 'running' | 'absent' = 'absent';
-      if (model) {
-        for (const id of [
-          unitAgentWorkflowId(model.name, model.uuid, op.target),
-          legacyUnitAgentWorkflowId(model.name, op.target),
-        ]) {
-          try {
-            answer = await temporal.client.workflow.getHandle(id).executeUpdate(cancelActionUpdate, { args: [op.id] });
-            break;
-          } catch (err) {
-            if (!(err instanceof WorkflowNotFoundError)) throw err;
-          }
-        }
-      }
+      const agent = model
+        ? await onUnitAgent(temporal.client, { model: model.name, modelUuid: model.uuid, unit: op.target }, (h) =>
+            h.executeUpdate(cancelActionUpdate, { args: [op.id] }),
+          )
+        : undefined;
+      const answer = agent?.value ?? 'absent';
       if (answer === 'running') {
         throw new ConflictError(
           `the action of operation ${op.id} is already running on ${op.target}: it runs to its end`,

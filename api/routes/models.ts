@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { onUnitAgent } from '../../activities/unit-agents.ts';
 import type { ModelRow } from '../../store/schema.ts';
 import { isUniqueViolation } from '../../store/store.ts';
-import { agentSettingsSignal, legacyUnitAgentWorkflowId, unitAgentWorkflowId } from '../../workflows/messages.ts';
+import { agentSettingsSignal } from '../../workflows/messages.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { checkModelConfig, formatDuration, MODEL_CONFIG_KEYS, updateStatusMs } from '../model-config.ts';
 import { findModel } from '../model-lookup.ts';
@@ -122,19 +122,13 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
       const settings = { updateStatusMs: updateStatusMs(config) };
       for (let i = 0; i < units.length; i += 16) {
         await Promise.all(
-          units.slice(i, i + 16).map(async (u) => {
-            for (const id of [
-              unitAgentWorkflowId(model.name, model.uuid, u.name),
-              legacyUnitAgentWorkflowId(model.name, u.name),
-            ]) {
-              try {
-                await temporal.client.workflow.getHandle(id).signal(agentSettingsSignal, settings);
-                return;
-              } catch (err) {
-                if (!(err instanceof WorkflowNotFoundError)) throw err;
-              }
-            }
-          }),
+          units
+            .slice(i, i + 16)
+            .map((u) =>
+              onUnitAgent(temporal.client, { model: model.name, modelUuid: model.uuid, unit: u.name }, (h) =>
+                h.signal(agentSettingsSignal, settings),
+              ),
+            ),
         );
       }
       return { config: showConfig(config as Record<string, unknown>) };
