@@ -40,6 +40,31 @@ function secretKeyFile(deps: ActivityDeps): string {
   );
 }
 
+/**
+ * The key this controller's store is sealed with, read from its file and checked
+ * against the store: a backup or a model's export must open its own secrets.
+ */
+export function storeSecretKey(deps: ActivityDeps): Buffer {
+  const file = secretKeyFile(deps);
+  let raw: Buffer;
+  try {
+    raw = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable(
+      `cannot read this controller's secret key (${file}): ${(err as Error).message}`,
+      'SecretKey',
+    );
+  }
+  const { secrets } = deps.store;
+  if (raw.length !== 32 || new BackupKey(raw, secrets.version).keyCheck() !== secrets.keyCheck()) {
+    throw ApplicationFailure.nonRetryable(
+      `the secret key file ${file} is not the key this controller's store is sealed with`,
+      'SecretKey',
+    );
+  }
+  return raw;
+}
+
 /** A restored model, as the restore operation names it. */
 export interface RestoredModel {
   name: string;
@@ -83,23 +108,7 @@ export function createControllerBackupActivities(deps: ActivityDeps) {
       if (row.state === 'ready' && (await stat(row.path).catch(() => null))) {
         return { path: row.path, size: Number(row.size), sha256: row.sha256 };
       }
-      const file = secretKeyFile(deps);
-      let raw: Buffer;
-      try {
-        raw = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
-      } catch (err) {
-        throw ApplicationFailure.nonRetryable(
-          `cannot read this controller's secret key (${file}): ${(err as Error).message}`,
-          'SecretKey',
-        );
-      }
-      // the key the store is sealed with, and no other: a backup must open its own secrets
-      if (raw.length !== 32 || new BackupKey(raw, store.secrets.version).keyCheck() !== store.secrets.keyCheck()) {
-        throw ApplicationFailure.nonRetryable(
-          `the secret key file ${file} is not the key this controller's store is sealed with`,
-          'SecretKey',
-        );
-      }
+      const raw = storeSecretKey(deps);
       const dir = controllerBackupDir(dataDir);
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await chmod(dir, 0o700);

@@ -5,6 +5,7 @@ import type { ActivityDeps } from './deps.ts';
 import { createHookActivities } from './hook-activities.ts';
 import { createMachineActivities } from './machine-activities.ts';
 import { createModelActivities } from './model-activities.ts';
+import { createModelMigrationActivities } from './model-migration-activities.ts';
 import { createOperationActivities } from './operation-activities.ts';
 import { createRefreshActivities } from './refresh-activities.ts';
 import { createRelationActivities } from './relation-activities.ts';
@@ -23,6 +24,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRefreshActivities(deps),
     ...createAppBackupActivities(deps),
     ...createControllerBackupActivities(deps),
+    ...createModelMigrationActivities(deps),
   };
 }
 

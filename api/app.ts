@@ -23,7 +23,7 @@ import { integrationRoutes } from './routes/integrations.ts';
 import { logRoutes } from './routes/logs.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { migrateRoutes } from './routes/migrate.ts';
-import { modelMigrationRoutes } from './routes/model-migration.ts';
+import { migrationGuard, modelMigrationRoutes } from './routes/model-migration.ts';
 import { modelRoutes } from './routes/models.ts';
 import { operationRoutes } from './routes/operations.ts';
 import { refreshRoutes } from './routes/refresh.ts';
@@ -127,6 +127,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   await app.register(authPlugin);
+  // a model moving between controllers changes nowhere (api/routes/model-migration.ts)
+  app.addHook('preHandler', migrationGuard(deps.store.db));
   await app.register(healthRoutes);
   await app.register(modelRoutes, { prefix: '/v1' });
   await app.register(operationRoutes, { prefix: '/v1' });

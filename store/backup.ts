@@ -73,6 +73,8 @@ export const RESTORED_TABLES = [
 
 export interface BackupManifest {
   format: string;
+  /** `model`: one model's export for migrate-model (no users, tokens or controller facts); absent: the whole store. */
+  scope?: 'controller' | 'model';
   formatVersion: number;
   id: string;
   controllerVersion: string;
@@ -191,6 +193,41 @@ export interface WriteBackupOptions {
   keys: BackupKeys;
   /** Called as each table is read (an activity heartbeats). */
   onTable?: (table: string) => void;
+  /**
+   * Only this model (migrate-model): its rows, the charm revisions its applications
+   * and units use, its cloud and that cloud's credentials, and the secret key's
+   * check; no users, tokens, controller facts or other models.
+   */
+  model?: string;
+}
+
+/** The tables a model's export holds: what a restore brings back, but the controller's own. */
+const MODEL_EXPORT_TABLES = new Set<string>([
+  ...RESTORED_TABLES.filter((t) => t !== 'users' && t !== 'tokens' && t !== 'controller_facts'),
+  'secret_keys',
+]);
+
+/** Which rows of `table` a model's export holds (null: none of the table). */
+function modelRows(table: string, cols: Set<string>, uuid: string): RawBuilder<unknown> | null {
+  if (!MODEL_EXPORT_TABLES.has(table)) return null;
+  switch (table) {
+    case 'models':
+      return sql`WHERE t.uuid = ${uuid}`;
+    case 'clouds':
+      return sql`WHERE t.name = (SELECT cloud FROM models WHERE uuid = ${uuid})`;
+    case 'credentials':
+      return sql`WHERE t.cloud = (SELECT cloud FROM models WHERE uuid = ${uuid})`;
+    case 'charms':
+      return sql`WHERE (t.name, t.revision) IN (
+        SELECT charm_name, charm_revision FROM applications WHERE model_uuid = ${uuid}
+        UNION SELECT a.charm_name, u.charm_revision FROM units u
+          JOIN applications a ON a.model_uuid = u.model_uuid AND a.name = u.application
+          WHERE u.model_uuid = ${uuid} AND u.charm_revision IS NOT NULL)`;
+    case 'secret_keys':
+      return sql``;
+    default:
+      return cols.has('model_uuid') ? sql`WHERE t.model_uuid = ${uuid}` : null;
+  }
 }
 
 export interface WrittenBackup {
@@ -232,20 +269,24 @@ export async function writeBackup(db: Db, opts: WriteBackupOptions): Promise<Wri
       migrationNames = (
         await sql<{ name: string }>`SELECT name FROM kysely_migration ORDER BY name`.execute(tx)
       ).rows.map((r) => r.name);
-      const { rows: modelRows } = await sql<BackupManifest['models'][number]>`
+      const only = opts.model === undefined ? sql`` : sql`WHERE m.uuid = ${opts.model}`;
+      const { rows: modelList } = await sql<BackupManifest['models'][number]>`
         SELECT m.name, m.uuid, m.cloud,
           (SELECT count(*)::int FROM applications a WHERE a.model_uuid = m.uuid) AS applications,
           (SELECT count(*)::int FROM units u WHERE u.model_uuid = m.uuid) AS units,
           (SELECT count(*)::int FROM machines x WHERE x.model_uuid = m.uuid) AS machines
-        FROM models m ORDER BY m.name`.execute(tx);
-      models = modelRows;
+        FROM models m ${only} ORDER BY m.name`.execute(tx);
+      models = modelList;
+      if (opts.model !== undefined && models.length === 0) throw new Error(`model ${opts.model} is not in the store`);
       const columns = await tableColumns(tx);
       for (const [table, cols] of columns) {
         if (NOT_DUMPED.has(table)) continue;
+        const where = opts.model === undefined ? sql`` : modelRows(table, cols, opts.model);
+        if (where === null) continue;
         opts.onTable?.(table);
         const order = cols.has('id') ? sql`ORDER BY t.id` : sql``;
         const { rows } = await sql<{ j: string }>`
-          SELECT row_to_json(t)::text AS j FROM ${sql.table(table)} t ${order}`.execute(tx);
+          SELECT row_to_json(t)::text AS j FROM ${sql.table(table)} t ${where} ${order}`.execute(tx);
         const prefix = `{"t":${JSON.stringify(table)},"r":`;
         for (const r of rows) await write(`${prefix}${r.j}}`);
         counts.push({ name: table, rows: rows.length });
@@ -255,6 +296,7 @@ export async function writeBackup(db: Db, opts: WriteBackupOptions): Promise<Wri
     await once(out, 'finish');
     const manifest: BackupManifest = {
       format: BACKUP_FORMAT,
+      ...(opts.model === undefined ? {} : { scope: 'model' as const }),
       formatVersion: BACKUP_FORMAT_VERSION,
       id: opts.id,
       controllerVersion: opts.controllerVersion,
@@ -789,4 +831,16 @@ export async function fileSha256(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
+}
+
+/**
+ * Removes a model's rows and nothing else (no hook runs, no machine is touched): an
+ * import aborted on a migration's target, or a model that moved to another controller.
+ */
+export async function removeModelRows(tx: Tx, uuid: string): Promise<void> {
+  for (const t of ['status_history', 'log_entries', 'hook_runs'] as const) {
+    await tx.deleteFrom(t).where('model_uuid', '=', uuid).execute();
+  }
+  await tx.deleteFrom('integrations').where('model_uuid', '=', uuid).execute();
+  await tx.deleteFrom('models').where('uuid', '=', uuid).execute();
 }

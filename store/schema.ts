@@ -2,6 +2,7 @@
 import type { ColumnType, Generated, JSONColumnType, Selectable } from 'kysely';
 import type { AppBackupsTables } from './schema-app-backups.ts';
 import type { ControllerBackupsTables } from './schema-controller-backups.ts';
+import type { ModelMigrationsTables } from './schema-model-migrations.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json<T extends object | null> = JSONColumnType<T, string, string>;
@@ -254,7 +255,7 @@ export interface ModelSequencesTable {
   value: number;
 }
 
-export interface Database extends AppBackupsTables, ControllerBackupsTables {
+export interface Database extends AppBackupsTables, ControllerBackupsTables, ModelMigrationsTables {
   model_sequences: ModelSequencesTable;
   clouds: CloudsTable;
   credentials: CredentialsTable;

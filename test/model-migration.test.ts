@@ -1,5 +1,7 @@
-// migrate-model: the checks before a model moves to another controller, and what
-// would move (dryRun). The move itself is not built yet (501).
+// migrate-model: the checks before a model moves to another controller, what would
+// move (dryRun), what stops a move now, and the target's import refusing what is not
+// a model's export. The move itself, between two real controllers over sshd hosts,
+// is test/model-migration-ssh.test.ts.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -153,13 +155,112 @@ describe('migrate-model: checks and plan', () => {
     for (const text of [r.raw, lines.join('')]) assert.ok(!text.includes('Sh0uldNeverShow'), text);
   });
 
-  test('without dryRun: 501 after the checks, the model untouched', async () => {
-    const r = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN });
-    assert.equal(r.status, 501, r.raw);
-    assert.match(r.body.message, /not available yet/);
-    assert.ok(!r.raw.includes('Sh0uldNeverShow'));
-    const apps = await store.db.selectFrom('applications').select('name').where('model_uuid', '=', 'u-fleet').execute();
-    assert.equal(apps.length, 2);
+  test('schedules: 400 naming them; an operation running on the model: 409; the model untouched', async () => {
+    const db = store.db;
+    await db
+      .insertInto('app_schedules')
+      .values({
+        id: 41,
+        schedule_id: 'schedule:fleet:kv-store:backup:41',
+        model_uuid: 'u-fleet',
+        model_name: 'fleet',
+        application: 'kv-store',
+        kind: 'backup',
+        cron: '0 3 * * *',
+        interval_seconds: null,
+        timezone: null,
+        overlap: 'skip',
+        params: JSON.stringify({}),
+      })
+      .execute();
+    const sched = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN, dryRun: true });
+    assert.equal(sched.status, 400, sched.raw);
+    assert.match(sched.body.message, /schedule\(s\) 41 \(backup kv-store\).*delete them first/);
+    await db.deleteFrom('app_schedules').where('id', '=', 41).execute();
+    const op = await db
+      .insertInto('operations')
+      .values({ model_name: 'fleet', kind: 'config', target: 'kv-web', summary: 'configure kv-web', state: 'running' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const busy = await post('fleet', { to: 'http://10.9.0.100:17070', token: SECRET_TOKEN });
+    assert.equal(busy.status, 409, busy.raw);
+    assert.match(
+      busy.body.message,
+      new RegExp(`operation ${op.id} \\(configure kv-web\\) on model "fleet" is running`),
+    );
+    assert.ok(!busy.raw.includes('Sh0uldNeverShow'));
+    await db.updateTable('operations').set({ state: 'succeeded' }).where('id', '=', op.id).execute();
+    const model = await db
+      .selectFrom('models')
+      .select('status')
+      .where('uuid', '=', 'u-fleet')
+      .executeTakeFirstOrThrow();
+    assert.notEqual(model.status, 'migrating');
+    assert.equal((await db.selectFrom('model_migrations').selectAll().execute()).length, 0);
+  });
+
+  test('a model moving: every change to it is refused (409), reads go on', async () => {
+    const db = store.db;
+    await db
+      .updateTable('models')
+      .set({ status: 'migrating', message: 'moving to x' })
+      .where('uuid', '=', 'u-other')
+      .execute();
+    try {
+      const res = await app.inject({
+        method: 'PUT',
+        url: '/v1/models/other/applications/web2/scale',
+        headers: { authorization: `Bearer ${admin}` },
+        payload: { scale: 2 },
+      });
+      assert.equal(res.statusCode, 409, res.body);
+      assert.match(res.json().message, /model "other" is moving between controllers \(migrating: moving to x\)/);
+      const read = await app.inject({
+        method: 'GET',
+        url: '/v1/models/other/status',
+        headers: { authorization: `Bearer ${admin}` },
+      });
+      assert.equal(read.statusCode, 200, read.body);
+    } finally {
+      await db.updateTable('models').set({ status: 'available', message: '' }).where('uuid', '=', 'u-other').execute();
+    }
+  });
+
+  test('the target refuses what is not a model export: garbage, an empty body, a JSON body', async () => {
+    const send = (payload: Buffer | string, type = 'application/octet-stream') =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/migrations/import',
+        headers: { authorization: `Bearer ${admin}`, 'content-type': type },
+        payload,
+      });
+    const garbage = await send(Buffer.from('not a backup at all'));
+    assert.equal(garbage.statusCode, 400, garbage.body);
+    assert.match(garbage.json().message, /not gzip data/);
+    const empty = await send(Buffer.alloc(0));
+    assert.equal(empty.statusCode, 400, empty.body);
+    const json = await send(JSON.stringify({ a: 1 }), 'application/json');
+    assert.equal(json.statusCode, 415, json.body);
+    const unknown = await app.inject({
+      method: 'DELETE',
+      url: '/v1/migrations/no-such-uuid',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    assert.equal(unknown.statusCode, 404, unknown.body);
+    const live = await app.inject({
+      method: 'DELETE',
+      url: '/v1/migrations/u-fleet',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    assert.equal(live.statusCode, 409, live.body);
+    assert.match(live.json().message, /is live here/);
+    const check = await app.inject({
+      method: 'GET',
+      url: '/v1/migrations?model=fleet',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    assert.equal(check.statusCode, 200, check.body);
+    assert.deepEqual(check.json().migrations.models, [{ name: 'fleet', uuid: 'u-fleet', status: 'pending' }]);
   });
 
   test('unknown model: 404', async () => {
@@ -232,12 +333,22 @@ describe('migrate-model: checks and plan', () => {
     const noToken = await runCli(['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070'], env);
     assert.equal(noToken.code, 2, noToken.stderr);
     assert.match(noToken.stderr, /--token/);
+    const op = await store.db
+      .insertInto('operations')
+      .values({ model_name: 'fleet', kind: 'config', target: 'kv-web', summary: 'configure kv-web', state: 'running' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
     const move = await runCli(
       ['migrate-model', 'fleet', '--to', 'http://10.9.0.100:17070', '--token', SECRET_TOKEN],
       env,
     );
+    await store.db.updateTable('operations').set({ state: 'succeeded' }).where('id', '=', op.id).execute();
     assert.notEqual(move.code, 0);
-    assert.match(move.stderr, /not available yet/);
-    for (const r of [dry, json, local, noToken, move]) assert.ok(!(r.stdout + r.stderr).includes('Sh0uldNeverShow'));
+    assert.match(move.stderr, /is running: wait for it/);
+    const list = await runCli(['migrations', '--format', 'json'], env);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(JSON.parse(list.stdout), { migrations: [] });
+    for (const r of [dry, json, local, noToken, move, list])
+      assert.ok(!(r.stdout + r.stderr).includes('Sh0uldNeverShow'));
   });
 });

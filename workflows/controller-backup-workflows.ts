@@ -4,15 +4,11 @@
 // rows are written by the API, in the transaction that records the operation, and
 // this workflow then brings the restored models to life: their machines provisioned
 // on this controller, and a unit agent started for every restored unit.
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import { ApplicationFailure, ParentClosePolicy, proxyActivities, startChild } from '@temporalio/workflow';
+import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
 import type { ControllerBackupActivities, RestoredModel } from '../activities/controller-backup-activities.ts';
-import type { MachineActivities } from '../activities/machine-activities.ts';
 import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
-import { unitAgentWorkflowId } from './messages.ts';
+import { provisionAdopted, startUnitAgents } from './agent-start.ts';
 import { failureMessage, type OperationInput, runOperation } from './operation.ts';
-import { ApplicationKey, ModelKey } from './search-attributes.ts';
-import { unitAgentWorkflow } from './unit-agent.ts';
 
 const writing = proxyActivities<ControllerBackupActivities>({
   // a large store with many charm archives takes a while; the heartbeat notices a lost worker
@@ -21,11 +17,6 @@ const writing = proxyActivities<ControllerBackupActivities>({
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 3 },
 });
 const records = proxyActivities<ControllerBackupActivities>({ ...BOOKKEEPING_ACTIVITY, heartbeatTimeout: '1 minute' });
-const placement = proxyActivities<MachineActivities>({
-  startToCloseTimeout: '15 minutes',
-  heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5 },
-});
 
 export interface CreateControllerBackupInput extends OperationInput {
   backupId: string;
@@ -55,9 +46,6 @@ export interface RestoreControllerBackupInput extends OperationInput {
   models: RestoredModel[];
 }
 
-/** Machines one provisionMachines activity prepares. */
-const PROVISION_BATCH = 50;
-
 export async function restoreControllerBackupWorkflow(input: RestoreControllerBackupInput): Promise<void> {
   await runOperation(input, async (ctx) => {
     if (input.models.length === 0) {
@@ -66,48 +54,10 @@ export async function restoreControllerBackupWorkflow(input: RestoreControllerBa
     }
     await ctx.step('adopting the restored machines');
     const placed = await records.adoptRestoredMachines(input.models);
-    const failures: string[] = [];
-    const total = placed.reduce((n, p) => n + p.machines.length, 0);
-    if (total > 0) {
-      await ctx.step(`provisioning ${total} restored machine(s)`);
-      await Promise.all(
-        placed.flatMap((p) => {
-          const batches: string[][] = [];
-          for (let i = 0; i < p.machines.length; i += PROVISION_BATCH) {
-            batches.push(p.machines.slice(i, i + PROVISION_BATCH));
-          }
-          return batches.map(async (ids) => {
-            try {
-              await placement.provisionMachines(p.model, ids);
-            } catch (err) {
-              // the machine shows it is in error; its units' hooks fail until it is fixed
-              failures.push(`model ${p.model}: ${failureMessage(err)}`);
-            }
-          });
-        }),
-      );
-    }
+    const failures = await provisionAdopted(placed, (total) => ctx.step(`provisioning ${total} restored machine(s)`));
     const agents = await records.restoredUnitAgents(input.models);
     await ctx.step(`starting ${agents.length} unit agent(s)`);
-    await Promise.all(
-      agents.map(async ({ application, state }) => {
-        try {
-          await startChild(unitAgentWorkflow, {
-            workflowId: unitAgentWorkflowId(state.ref.model, state.ref.modelUuid, state.ref.unit),
-            args: [state],
-            parentClosePolicy: ParentClosePolicy.ABANDON,
-            staticSummary: `unit agent of ${state.ref.unit} in model ${state.ref.model} (restored)`,
-            typedSearchAttributes: [
-              { key: ModelKey, value: state.ref.model },
-              { key: ApplicationKey, value: application },
-            ],
-          });
-        } catch (err) {
-          // started by an earlier attempt of this step: it is running
-          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-        }
-      }),
-    );
+    await startUnitAgents(agents, 'restored');
     const names = input.models.map((m) => m.name).join(', ');
     if (failures.length > 0) {
       throw ApplicationFailure.nonRetryable(

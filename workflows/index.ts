@@ -7,6 +7,7 @@ export * from './controller-backup-workflows.ts';
 export { integrateWorkflow, removeIntegrationWorkflow } from './integration-workflows.ts';
 export { addMachineWorkflow, removeMachineWorkflow } from './machine-workflows.ts';
 export { migrateWorkflow } from './migrate-workflows.ts';
+export * from './model-migration-workflows.ts';
 export { createModelWorkflow, destroyModelWorkflow } from './model-workflows.ts';
 export { refreshWorkflow } from './refresh-workflows.ts';
 export { retentionWorkflow } from './retention.ts';

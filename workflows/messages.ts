@@ -133,3 +133,16 @@ export interface AgentSettings {
   updateStatusMs: number;
 }
 export const agentSettingsSignal = defineSignal<[AgentSettings]>('agentSettings');
+
+/**
+ * migrate-model's hand-over: `hold: true` stops the agent before its next hook (the
+ * one running finishes first) and answers, once it is parked, with its state (queue,
+ * relations as told, failure), for the target controller's agent to start from;
+ * `hold: false` lets it go on (a migration that failed). Answers null then.
+ */
+export interface HoldRequest {
+  hold: boolean;
+  /** For people: shown as the agent's current details while it is held. */
+  reason?: string;
+}
+export const holdUpdate = defineUpdate<unknown, [HoldRequest]>('holdAgent');

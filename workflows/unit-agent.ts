@@ -24,6 +24,8 @@ import {
   agentSettingsSignal,
   cancelActionUpdate,
   enqueueSignal,
+  type HoldRequest,
+  holdUpdate,
   type RelationsWake,
   type ResolveRequest,
   type ResolveResult,
@@ -274,6 +276,18 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
       },
     },
   );
+  // migrate-model's hand-over: held, the agent starts no hook until it is let go
+  const hand: { held: HoldRequest | null; parked: boolean } = { held: null, parked: false };
+  setHandler(holdUpdate, async (r: HoldRequest): Promise<unknown> => {
+    if (!r.hold) {
+      hand.held = null;
+      return null;
+    }
+    hand.held = r;
+    await condition(() => hand.parked);
+    // a copy: what the agent was told and still has to do, as it stands while parked
+    return JSON.parse(JSON.stringify(state));
+  });
   setHandler(cancelActionUpdate, (operationId: number): 'cancelled' | 'running' | 'absent' => {
     const at = state.queue.findIndex((e) => e.action?.operationId === operationId);
     if (at < 0) return 'absent';
@@ -296,12 +310,19 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
   );
 
   while (true) {
+    if (hand.held) {
+      setCurrentDetails(`${ref.unit}: held (${hand.held.reason ?? 'hand-over'}); runs no hook until let go`);
+      hand.parked = true;
+      await condition(() => hand.held === null);
+      hand.parked = false;
+    }
     if (state.queue.length === 0) {
       setCurrentDetails(`${ref.unit}: idle`);
       const woke = await condition(
-        () => state.queue.length > 0 || state.syncWanted === true || settingsChanged,
+        () => state.queue.length > 0 || state.syncWanted === true || settingsChanged || hand.held !== null,
         state.updateStatusMs ?? UPDATE_STATUS_MS,
       );
+      if (hand.held) continue;
       if (settingsChanged) {
         settingsChanged = false;
         if (state.queue.length === 0 && !state.syncWanted) continue;
@@ -411,7 +432,7 @@ export async function unitAgentWorkflow(state: UnitAgentState): Promise<void> {
     const delay = retryDelayMs(attempts);
     setCurrentDetails(`${ref.unit}: ${ev.hook} hook failed; retrying in ${Math.round(delay / 1000)}s or on resolve`);
     // a resolve that came while the hook ran is still pending: acted on at once
-    await condition(() => pending !== null || retryAtOnce, delay);
+    await condition(() => pending !== null || retryAtOnce || hand.held !== null, delay);
     retryAtOnce = false;
     const request = pending as { retry: boolean } | null;
     if (request?.retry) answer({ outcome: 'retried', message: `retrying the ${ev.hook} hook of ${ref.unit} now` });

@@ -161,7 +161,7 @@ function newBackupId(now = new Date()): string {
   return `${t}-${randomBytes(2).toString('hex')}`;
 }
 
-interface ControllerOperationRequest {
+export interface ControllerOperationRequest {
   kind: string;
   target: string;
   createdBy: string;
@@ -180,7 +180,7 @@ interface ControllerOperationRequest {
  * `op:controller:<kind>:<id>`. A start Temporal refused undoes the intent (503); one
  * whose fate is unknown is left to the operation reconciler.
  */
-async function startControllerOperation(db: Db, temporal: TemporalDeps, req: ControllerOperationRequest) {
+export async function startControllerOperation(db: Db, temporal: TemporalDeps, req: ControllerOperationRequest) {
   const row: OperationRow = await db.transaction().execute(async (tx) => {
     const op = await tx
       .insertInto('operations')
@@ -230,7 +230,7 @@ async function startControllerOperation(db: Db, temporal: TemporalDeps, req: Con
   return row;
 }
 
-function apiErrorOf(err: BackupError): ApiError {
+export function apiErrorOf(err: BackupError): ApiError {
   return new ApiError(err.statusCode, err.message, [{ field: err.field, message: err.message }]);
 }
 
