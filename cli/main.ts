@@ -4,6 +4,7 @@ import { CliError } from './api-client.ts';
 import { registerActions } from './commands/actions.ts';
 import { registerAppBackups } from './commands/app-backup.ts';
 import { registerApplications } from './commands/applications.ts';
+import { registerCharmDev } from './commands/charm-dev.ts';
 import { registerCharms } from './commands/charms.ts';
 import { registerControllerBackups } from './commands/controller-backup.ts';
 import { registerIntegrations } from './commands/integrations.ts';
@@ -36,6 +37,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   registerModels(program);
   registerStatus(program);
   registerCharms(program);
+  registerCharmDev(program);
   registerMachines(program);
   registerApplications(program);
   registerIntegrations(program);

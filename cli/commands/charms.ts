@@ -1,10 +1,8 @@
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { CharmListEntry } from '../../api/routes/charms.ts';
 import { ApiClient, CliError } from '../api-client.ts';
-import { packCharmPath, uploadCharm } from '../charm-upload.ts';
+import { uploadCharm } from '../charm-upload.ts';
 import { parseFormat, printStructured, table } from '../output.ts';
 
 export function registerCharms(program: Command): void {
@@ -26,18 +24,6 @@ export function registerCharms(program: Command): void {
           charms.map((c) => [c.name, c.latest, c.revisions.join(','), c.summary]),
         )}\n`,
       );
-    });
-
-  program
-    .command('pack <dir>')
-    .description('Pack a charm directory into a .charm file (validated, deterministic)')
-    .option('-o, --output <file>', 'where to write it (default: <name>.charm in the current directory)')
-    .action(async (dir: string, opts: { output?: string }) => {
-      const { name, archive, sha256 } = await packCharmPath(dir);
-      const out = resolve(opts.output ?? `${name}.charm`);
-      await writeFile(out, archive);
-      // The content hash, which the controller reports for the revision holding this content.
-      process.stdout.write(`${out}\nsha256 ${sha256}\n`);
     });
 
   program
