@@ -370,6 +370,28 @@ const PRESTART_AHEAD = 2;
 
 const LEVELS = new Set(['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']);
 
+const NO_NODE_EXIT = 73;
+
+/**
+ * A TypeScript charm (its dispatch, written by `charmflow pack`, says so) runs
+ * with Node.js: before its first hook the machine gets the distro's nodejs if
+ * node is missing, or the unit goes into error saying why it could not.
+ */
+function ensureNodeForTsCharm(charmDir: string): string {
+  const why =
+    'this charm is written in TypeScript and needs Node.js, but node is not on the machine and the distro package nodejs could not be installed';
+  return `if grep -qs '^# charmflow-runtime: node$' ${shellQuote(`${charmDir}/dispatch`)}; then
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  if ! command -v node >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then why='not root'
+    elif ! command -v apt-get >/dev/null 2>&1; then why='no apt-get'
+    elif out="$(export DEBIAN_FRONTEND=noninteractive; { apt-get install -y -q nodejs || { apt-get update -q && apt-get install -y -q nodejs; }; } 2>&1)"; then why=''
+    else why="apt-get: $(printf '%s' "$out" | tail -n 2 | tr '\\n' ' ')"; fi
+    command -v node >/dev/null 2>&1 || { echo "${why} ($why)" >&2; exit ${NO_NODE_EXIT}; }
+  fi
+fi`;
+}
+
 export function createHookActivities(deps: ActivityDeps) {
   const { store } = deps;
   const db = store.db;
@@ -803,11 +825,13 @@ export function createHookActivities(deps: ActivityDeps) {
     const paths = unitPaths(world.machine.root_dir, ref.unit);
     const res = await guardMachine(world.machine, () =>
       substrateFor(deps.substrates, target).exec(target, {
-        command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)}`,
+        command: `mkdir -p ${shellQuote(paths.charmDir)} && chmod 0755 ${shellQuote(paths.unitDir)} && tar -x -p -f - -C ${shellQuote(paths.charmDir)} && ${ensureNodeForTsCharm(paths.charmDir)}`,
         stdin: tarball,
-        timeoutMs: 120_000,
+        // room for apt-get to install nodejs
+        timeoutMs: 300_000,
       }),
     );
+    if (res.code === NO_NODE_EXIT) throw new Error(res.stderr.trim());
     if (res.code !== 0) throw new Error(`cannot unpack the charm on machine ${world.machine.id}: ${res.stderr.trim()}`);
     await setAgentStatus(db, ref.modelUuid, ref.unit, 'idle', '');
     if (world.unit.workload_status === 'waiting') {
