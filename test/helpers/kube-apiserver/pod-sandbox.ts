@@ -1,0 +1,553 @@
+// Per-pod sandboxes on this host: what a container runtime gives a pod, made from Linux
+// namespaces. Each pod has a network namespace (a veth on a bridge; its address is the pod IP),
+// and one long-lived "pause" process that is pid 1 of the pod's own pid namespace, with a
+// private mount namespace (the pod's own /var/lib/charmflow, /tmp, /root and /etc/hosts bound
+// over the host's) and its own hostname. Exec enters those namespaces with nsenter; killing the
+// pause process kills every process of the pod, background workloads included.
+//
+// Everything is named after a claim number k (netns cfkube-<k>-<n>, veths cfk<k>p<n>, bridge
+// cfkbr<k>), claimed by a directory /var/tmp/charmflow-kube-apiserver/<k> that holds the owner's
+// pid and start time, so concurrent servers never collide and a later run removes what a
+// crashed one left behind.
+
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+export const CHARM_ROOT = '/var/lib/charmflow';
+const CLAIM_BASE = '/var/tmp/charmflow-kube-apiserver';
+const NS_RE = /^cfkube-(\d+)-(\d+)$/;
+const LINK_RE = /^(?:cfkbr(\d+)|cfk(\d+)p\d+)$/;
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface PodNetworkOptions {
+  bridge: string;
+  prefix: string;
+  firstHost: number;
+}
+
+export interface Sandbox {
+  readonly seq: number;
+  readonly podUid: string;
+  readonly netns: string;
+  readonly veth: string;
+  readonly ip: string;
+  readonly dir: string;
+  pausePid: number;
+  /** The pause process's network namespace (its /proc/<pid>/ns/net link), to find the pod's processes. */
+  netnsId: string;
+  dead: boolean;
+}
+
+export interface SandboxSpec {
+  podUid: string;
+  namespace: string;
+  name: string;
+  hostname: string;
+  /** spec.subdomain: the pod's FQDN is <hostname>.<subdomain>.<namespace>.svc.cluster.local. */
+  subdomain?: string;
+}
+
+function run(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
+  }
+}
+
+function tryRun(cmd: string, args: string[]): string | undefined {
+  try {
+    return run(cmd, args);
+  } catch {
+    return undefined;
+  }
+}
+
+async function runAsync(cmd: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync(cmd, args, { encoding: 'utf8' });
+    return stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
+  }
+}
+
+function has(cmd: string): boolean {
+  return tryRun('sh', ['-c', `command -v ${cmd}`]) !== undefined;
+}
+
+/** Why pod sandboxes cannot be made here, or undefined when they can. Tests skip with this reason. */
+export function sandboxUnsupportedReason(): string | undefined {
+  if (process.platform !== 'linux') return 'needs Linux namespaces';
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, bind mounts)';
+  for (const cmd of ['ip', 'unshare', 'nsenter', 'mount', 'openssl']) {
+    if (!has(cmd)) return `${cmd} missing (apt-get install iproute2 util-linux openssl)`;
+  }
+  return undefined;
+}
+
+// Process start time in clock ticks: with the pid it names one process for good, even after pid reuse.
+function startTimeOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+interface Claim {
+  pid: number;
+  start: string;
+  /** Where the claimant keeps its pods' directories, to remove them after a crash. */
+  podsDir: string;
+}
+
+function readClaim(dir: string): Claim | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'owner.json'), 'utf8')) as Claim;
+  } catch {
+    return undefined;
+  }
+}
+
+function claimAlive(dir: string): boolean {
+  const claim = readClaim(dir);
+  if (!claim) {
+    try {
+      return Date.now() - statSync(dir).mtimeMs < 60_000; // being written right now
+    } catch {
+      return false;
+    }
+  }
+  return startTimeOf(claim.pid) === claim.start;
+}
+
+function netnsList(): string[] {
+  return (tryRun('ip', ['netns', 'list']) ?? '')
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter(Boolean);
+}
+
+function linkList(): string[] {
+  return (tryRun('ip', ['-o', 'link', 'show']) ?? '')
+    .split('\n')
+    .map((l) => l.split(': ')[1]?.split('@')[0])
+    .filter((n): n is string => Boolean(n));
+}
+
+function pidsInNetns(netnsId: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/net`) === netnsId) out.push(Number(entry));
+    } catch {
+      // gone, or a kernel thread
+    }
+  }
+  return out;
+}
+
+function killNamedNetns(ns: string): void {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const pids = (tryRun('ip', ['netns', 'pids', ns]) ?? '').split('\n').filter(Boolean).map(Number);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    execFileSync('sleep', ['0.02']);
+  }
+}
+
+function teardownClaim(k: number, ownBridge: boolean): void {
+  for (const ns of netnsList()) {
+    const m = NS_RE.exec(ns);
+    if (m && Number(m[1]) === k) {
+      killNamedNetns(ns);
+      tryRun('ip', ['netns', 'delete', ns]);
+    }
+  }
+  for (const link of linkList()) {
+    const m = LINK_RE.exec(link);
+    if (!m) continue;
+    if (m[1] !== undefined && (!ownBridge || Number(m[1]) !== k)) continue;
+    if (Number(m[1] ?? m[2]) === k) tryRun('ip', ['link', 'delete', link]);
+  }
+  firewall(`cfkbr${k}`, k, 'delete');
+}
+
+function reapStale(): void {
+  const live = new Set<number>();
+  for (const entry of readdirSync(CLAIM_BASE)) {
+    if (!/^\d+$/.test(entry)) continue;
+    const dir = join(CLAIM_BASE, entry);
+    if (claimAlive(dir)) {
+      live.add(Number(entry));
+      continue;
+    }
+    const claim = readClaim(dir);
+    teardownClaim(Number(entry), true);
+    if (claim?.podsDir && existsSync(claim.podsDir)) rmSync(claim.podsDir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+  for (const ns of netnsList()) {
+    const m = NS_RE.exec(ns);
+    if (m && !live.has(Number(m[1]))) teardownClaim(Number(m[1]), true);
+  }
+  for (const link of linkList()) {
+    const m = LINK_RE.exec(link);
+    if (m && !live.has(Number(m[1] ?? m[2]))) teardownClaim(Number(m[1] ?? m[2]), true);
+  }
+}
+
+/** 10.232.<k>.0/24 networks already in use by something else on this host. */
+function foreignSubnets(): Set<number> {
+  const used = new Set<number>();
+  const text = (tryRun('ip', ['-o', '-4', 'addr', 'show']) ?? '') + (tryRun('ip', ['-4', 'route', 'show']) ?? '');
+  for (const m of text.matchAll(/\b10\.232\.(\d+)\./g)) used.add(Number(m[1]));
+  return used;
+}
+
+function claim(podsDir: string): { k: number; dir: string } {
+  mkdirSync(CLAIM_BASE, { recursive: true, mode: 0o755 });
+  reapStale();
+  const used = foreignSubnets();
+  const start = process.pid % 250;
+  for (let j = 0; j < 250; j++) {
+    const k = 1 + ((start + j) % 250);
+    if (used.has(k)) continue;
+    const dir = join(CLAIM_BASE, String(k));
+    try {
+      mkdirSync(dir);
+    } catch {
+      continue;
+    }
+    const c: Claim = { pid: process.pid, start: startTimeOf(process.pid) ?? '', podsDir };
+    writeFileSync(join(dir, 'owner.json'), JSON.stringify(c));
+    return { k, dir };
+  }
+  throw new Error('no free claim number (10.232.<k>.0/24) for a Kubernetes API server test double');
+}
+
+// Where iptables exists (Docker hosts set FORWARD to DROP), let the pods' bridge through.
+function firewall(bridge: string, k: number, action: 'insert' | 'delete'): void {
+  if (!has('iptables')) return;
+  const rules = [
+    ['INPUT', '-i', bridge],
+    ['OUTPUT', '-o', bridge],
+    ['FORWARD', '-i', bridge, '-o', bridge],
+  ];
+  for (const [chain, ...match] of rules) {
+    const spec = [chain, ...match, '-m', 'comment', '--comment', `charmflow-kube-${k}`, '-j', 'ACCEPT'];
+    if (action === 'insert') tryRun('iptables', ['-w', '-I', ...spec]);
+    else while (tryRun('iptables', ['-w', '-D', ...spec]) !== undefined) {}
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const liveHosts = new Set<() => void>();
+let exitHooksInstalled = false;
+function installExitHooks(): void {
+  if (exitHooksInstalled) return;
+  exitHooksInstalled = true;
+  process.on('exit', () => {
+    for (const stop of liveHosts) stop();
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      for (const stop of liveHosts) stop();
+      process.removeListener(sig, onSignal);
+      process.kill(process.pid, sig);
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+export class SandboxHost {
+  readonly bridge: string;
+  /** The bridge's address: the node's IP as pods see it, and their default gateway. */
+  readonly gateway: string | undefined;
+  private readonly prefix: string;
+  private readonly firstHost: number;
+  private readonly ownBridge: boolean;
+  private readonly sandboxes = new Map<string, Sandbox>();
+  private readonly usedIps = new Set<string>();
+  private nextHost: number;
+  private seq = 0;
+  private stopped = false;
+  private readonly stopSync: () => void;
+
+  private constructor(
+    readonly k: number,
+    private readonly claimDir: string,
+    readonly podsDir: string,
+    network: PodNetworkOptions | undefined,
+  ) {
+    this.ownBridge = !network;
+    this.bridge = network?.bridge ?? `cfkbr${k}`;
+    this.prefix = network?.prefix ?? `10.232.${k}.`;
+    this.firstHost = network?.firstHost ?? 10;
+    this.nextHost = this.firstHost;
+    if (network) {
+      const addr = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(
+        tryRun('ip', ['-4', 'addr', 'show', 'dev', network.bridge]) ?? '',
+      );
+      this.gateway = addr?.[1];
+    } else {
+      this.gateway = `10.232.${k}.1`;
+    }
+    this.stopSync = () => this.teardownSync();
+  }
+
+  static create(dir: string, network?: PodNetworkOptions): SandboxHost {
+    const reason = sandboxUnsupportedReason();
+    if (reason) throw new Error(`cannot run pod sandboxes: ${reason}`);
+    if (dir === '/tmp' || dir.startsWith('/tmp/'))
+      throw new Error('the pods directory must not be under /tmp (each pod gets its own /tmp)');
+    if (network) {
+      if (!linkList().includes(network.bridge)) throw new Error(`bridge ${network.bridge} does not exist`);
+      if (!/^\d+\.\d+\.\d+\.$/.test(network.prefix))
+        throw new Error(`network prefix ${network.prefix} must look like 10.231.7.`);
+    }
+    const podsDir = join(dir, 'pods');
+    mkdirSync(podsDir, { recursive: true });
+    mkdirSync(CHARM_ROOT, { recursive: true });
+    const { k, dir: claimDir } = claim(podsDir);
+    const host = new SandboxHost(k, claimDir, podsDir, network);
+    liveHosts.add(host.stopSync);
+    installExitHooks();
+    try {
+      if (!network) {
+        run('ip', ['link', 'add', host.bridge, 'type', 'bridge']);
+        run('ip', ['addr', 'add', `${host.gateway}/24`, 'dev', host.bridge]);
+        run('ip', ['link', 'set', host.bridge, 'up']);
+        firewall(host.bridge, k, 'insert');
+      }
+    } catch (err) {
+      host.teardownSync();
+      throw err;
+    }
+    return host;
+  }
+
+  /** The next free pod address, round robin so a recreated pod rarely reuses a stale neighbour entry. */
+  private allocateIp(): string {
+    const span = 255 - this.firstHost;
+    for (let i = 0; i < span; i++) {
+      const host = this.firstHost + ((this.nextHost - this.firstHost + i) % span);
+      const ip = `${this.prefix}${host}`;
+      if (ip === this.gateway || this.usedIps.has(ip)) continue;
+      this.usedIps.add(ip);
+      this.nextHost = host + 1 > 254 ? this.firstHost : host + 1;
+      return ip;
+    }
+    throw new Error('no free pod address');
+  }
+
+  sandbox(podUid: string): Sandbox | undefined {
+    return this.sandboxes.get(podUid);
+  }
+
+  async start(spec: SandboxSpec): Promise<Sandbox> {
+    if (this.stopped) throw new Error('the sandbox host is stopped');
+    const seq = ++this.seq;
+    const netns = `cfkube-${this.k}-${seq}`;
+    const veth = `cfk${this.k}p${seq}`;
+    const ip = this.allocateIp();
+    const dir = join(this.podsDir, `${spec.namespace}_${spec.name}_${spec.podUid}`);
+    const sb: Sandbox = { seq, podUid: spec.podUid, netns, veth, ip, dir, pausePid: 0, netnsId: '', dead: false };
+    this.sandboxes.set(spec.podUid, sb);
+    try {
+      for (const sub of ['charmflow', 'root']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o755 });
+      chmodSync(join(dir, 'root'), 0o700);
+      mkdirSync(join(dir, 'tmp'), { recursive: true });
+      chmodSync(join(dir, 'tmp'), 0o1777);
+      const fqdn = spec.subdomain ? `${spec.hostname}.${spec.subdomain}.${spec.namespace}.svc.cluster.local ` : '';
+      writeFileSync(
+        join(dir, 'hosts'),
+        `# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${fqdn}${spec.hostname}\n`,
+      );
+
+      await runAsync('ip', ['netns', 'add', netns]);
+      await runAsync('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
+      await runAsync('ip', ['link', 'set', veth, 'master', this.bridge]);
+      await runAsync('ip', ['link', 'set', veth, 'up']);
+      await runAsync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+      await runAsync('ip', ['-n', netns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+      await runAsync('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
+      if (this.gateway) await runAsync('ip', ['-n', netns, 'route', 'add', 'default', 'via', this.gateway]);
+      // A previous pod with this address had another MAC: forget it on the host side.
+      await runAsync('ip', ['neigh', 'flush', 'to', ip, 'dev', this.bridge]).catch(() => undefined);
+
+      const script = [
+        `mount --bind "$1" ${CHARM_ROOT}`,
+        'mount --bind "$2" /tmp',
+        'mount --bind "$3" /root',
+        'mount --bind "$4" /etc/hosts',
+        'echo "$5" > /proc/sys/kernel/hostname',
+        'exec sleep infinity',
+      ].join(' && ');
+      const child = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          netns,
+          'unshare',
+          '--mount',
+          '--uts',
+          '--ipc',
+          '--pid',
+          '--fork',
+          '--mount-proc',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          script,
+          'pause',
+          join(dir, 'charmflow'),
+          join(dir, 'tmp'),
+          join(dir, 'root'),
+          join(dir, 'hosts'),
+          spec.hostname,
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
+      );
+      let stderr = '';
+      child.stderr?.on('data', (d) => {
+        stderr += d;
+      });
+      let exited: string | undefined;
+      child.once('exit', (code, signal) => {
+        exited = `exited with ${signal ?? code}`;
+      });
+      child.once('error', (err) => {
+        exited = err.message;
+      });
+      child.unref();
+      // The pause process is unshare's child once it has exec'd sleep (mounts and hostname are done).
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        if (exited) throw new Error(`pod sandbox ${netns}: ${exited}: ${stderr.trim()}`);
+        if (Date.now() > deadline) throw new Error(`pod sandbox ${netns}: pause process did not start`);
+        const children = tryReadFile(`/proc/${child.pid}/task/${child.pid}/children`)?.trim();
+        const pid = children ? Number(children.split(' ')[0]) : 0;
+        if (pid && tryReadFile(`/proc/${pid}/comm`)?.trim() === 'sleep') {
+          sb.pausePid = pid;
+          sb.netnsId = readlinkSync(`/proc/${pid}/ns/net`);
+          break;
+        }
+        await sleep(10);
+      }
+      if (sb.dead || this.stopped) throw new Error('pod sandbox destroyed while starting');
+      return sb;
+    } catch (err) {
+      await this.destroy(spec.podUid, 0);
+      throw err;
+    }
+  }
+
+  /** The argv that runs command inside the pod's namespaces. */
+  execArgv(sb: Sandbox, command: string[], workingDir = '/'): string[] {
+    return ['nsenter', '-t', String(sb.pausePid), '-n', '-m', '-u', '-i', '-p', `--wd=${workingDir}`, '--', ...command];
+  }
+
+  /** A process environment as a container's: a stock PATH, HOME, HOSTNAME, then the container's env. */
+  execEnv(hostname: string, env: Record<string, string>): Record<string, string> {
+    return { PATH: DEFAULT_PATH, HOSTNAME: hostname, HOME: '/root', ...env };
+  }
+
+  /** Processes of the pod's sandbox (pause included), by pid in this namespace. */
+  processes(sb: Sandbox): number[] {
+    return sb.netnsId ? pidsInNetns(sb.netnsId) : [];
+  }
+
+  /**
+   * Stop a pod: SIGTERM to its processes, up to graceMs for them to go, then SIGKILL to all;
+   * then its network namespace and directory go.
+   */
+  async destroy(podUid: string, graceMs: number): Promise<void> {
+    const sb = this.sandboxes.get(podUid);
+    if (!sb) return;
+    if (sb.dead) return;
+    sb.dead = true;
+    if (sb.netnsId && graceMs > 0) {
+      const workload = () => this.processes(sb).filter((p) => p !== sb.pausePid);
+      for (const pid of workload()) signal(pid, 'SIGTERM');
+      const deadline = Date.now() + graceMs;
+      while (Date.now() < deadline && workload().length > 0) await sleep(50);
+    }
+    // pid 1 of the pod's pid namespace: the kernel kills every other process in it.
+    if (sb.pausePid) signal(sb.pausePid, 'SIGKILL');
+    for (let i = 0; i < 100; i++) {
+      const left = sb.netnsId ? this.processes(sb) : [];
+      if (left.length === 0) break;
+      for (const pid of left) signal(pid, 'SIGKILL');
+      await sleep(20);
+    }
+    await runAsync('ip', ['netns', 'delete', sb.netns]).catch(() => undefined);
+    await runAsync('ip', ['link', 'delete', sb.veth]).catch(() => undefined);
+    rmSync(sb.dir, { recursive: true, force: true });
+    this.usedIps.delete(sb.ip);
+    this.sandboxes.delete(podUid);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    await Promise.all([...this.sandboxes.keys()].map((uid) => this.destroy(uid, 0).catch(() => undefined)));
+    this.teardownSync();
+  }
+
+  private teardownSync(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    liveHosts.delete(this.stopSync);
+    for (const sb of this.sandboxes.values()) {
+      sb.dead = true;
+      if (sb.pausePid) signal(sb.pausePid, 'SIGKILL');
+    }
+    teardownClaim(this.k, this.ownBridge);
+    rmSync(this.podsDir, { recursive: true, force: true });
+    rmSync(this.claimDir, { recursive: true, force: true });
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+function tryReadFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
