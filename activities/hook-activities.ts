@@ -14,6 +14,8 @@ import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
+import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
+import { createMachineActivities } from './machine-activities.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
 import {
   dropApplicationIntegrations,
@@ -395,6 +397,8 @@ fi`;
 export function createHookActivities(deps: ActivityDeps) {
   const { store } = deps;
   const db = store.db;
+  const kubernetes = createKubernetesProvider(deps);
+  const machines = createMachineActivities(deps);
 
   async function targetFor(machine: MachineRow): Promise<MachineTarget> {
     return machineTarget(machine, deps.controllerKey, store.secrets);
@@ -709,6 +713,7 @@ export function createHookActivities(deps: ActivityDeps) {
     if (ok) {
       await commitRun(db, world, ev, contextId, result);
       await wakeAfterCommit(world, ev, result);
+      await followPorts(world, result);
       const read = ev.relationId !== undefined ? versions.get(ev.relationId) : undefined;
       return { ok: true, skipped: result.skipped, gone: false, message: '', ...(read ? { read } : {}) };
     }
@@ -746,6 +751,44 @@ export function createHookActivities(deps: ActivityDeps) {
    * changed leader data (leader-settings-changed). Best effort: a wake lost to a
    * dying worker is made up by the agents' periodic look at their relations.
    */
+  async function followPorts(world: UnitWorld, result: HookResult): Promise<void> {
+    if (world.machine.kind !== 'pod') return;
+    if (JSON.stringify(result.changes.ports ?? []) === JSON.stringify(world.unit.ports ?? [])) return;
+    // on kubernetes the application's Service carries what its units opened
+    const k8s = await kubernetesModel(db, world.model.uuid);
+    try {
+      if (k8s) await kubernetes.syncServicePorts(k8s, world.app.name);
+    } catch (err) {
+      log.warn(`could not set the ports of service ${world.app.name}: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+
+  /**
+   * A machine its cloud made again under the same name (a pod deleted from under us,
+   * made again by its StatefulSet) has nothing of ours: it is provisioned again (the
+   * hook runtime) and the charm goes to it before the unit's next hooks.
+   */
+  async function machineReplaced(ref: UnitRef): Promise<boolean> {
+    const machine = await db
+      .selectFrom('units as u')
+      .innerJoin('machines as m', (j) =>
+        j.onRef('m.model_uuid', '=', 'u.model_uuid').onRef('m.id', '=', 'u.machine_id'),
+      )
+      .selectAll('m')
+      .where('u.model_uuid', '=', ref.modelUuid)
+      .where('u.name', '=', ref.unit)
+      .executeTakeFirst();
+    if (!machine?.host_key_fingerprint) return false;
+    const target = machineTarget(machine, deps.controllerKey, store.secrets);
+    const substrate = substrateFor(deps.substrates, target);
+    if (!substrate.incarnation) return false;
+    const now = await guardMachine(machine, () => substrate.incarnation!(target));
+    if (now === machine.host_key_fingerprint) return false;
+    log.info(`machine ${machine.id} of ${ref.unit} was made again (${now}); delivering the runtime and charm to it`);
+    await machines.provisionMachine(ref.model, machine.id);
+    return true;
+  }
+
   async function wakeAfterCommit(world: UnitWorld, ev: UnitEvent, result: HookResult): Promise<void> {
     const changes = result.changes;
     const wrote = Object.keys(changes.relationSettings)
@@ -864,7 +907,8 @@ export function createHookActivities(deps: ActivityDeps) {
         early[j] = startEarly(ref, runs[j].event.hook, { ahead: j > current, onOut: () => prestart(j + 1) });
       };
       try {
-        if (opts.prepare) {
+        const prepare = opts.prepare || (await machineReplaced(ref));
+        if (prepare) {
           const world = await loadWorld(db, ref);
           if (world) {
             rememberRunner(world);
@@ -950,6 +994,11 @@ export function createHookActivities(deps: ActivityDeps) {
       }
       const app = await deleteUnit(db, ref);
       if (app?.leader) await electLeader(db, ref.modelUuid, app.application);
+      // a unit's pod goes with it
+      if (world?.machine.kind === 'pod') {
+        const k8s = await kubernetesModel(db, ref.modelUuid);
+        if (k8s) await kubernetes.releaseUnitPod(k8s, ref.unit, world.machine.id);
+      }
     },
   };
 }

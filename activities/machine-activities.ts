@@ -12,11 +12,13 @@ import type { MachineRow } from '../store/schema.ts';
 import { nextModelSequence } from '../store/sequences.ts';
 import type { Tx } from '../store/store.ts';
 import type { ActivityDeps } from './deps.ts';
+import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
 import { machineTarget } from './machine-target.ts';
 import { isolateDataDir, localMachinesDir } from './substrates/local-isolation.ts';
 import { RUNTIME_COMMANDS, shellQuote } from './substrates/machine-shell.ts';
 import {
   HostKeyMismatchError,
+  MachineFailedError,
   type MachineTarget,
   MachineUnreachableError,
   type Substrate,
@@ -96,10 +98,14 @@ export function authorizeKeyCommand(publicKey: string): string {
   ].join('\n');
 }
 
-type FailureType = 'HostKeyMismatch' | 'MachineUnreachable';
+type FailureType = 'HostKeyMismatch' | 'MachineUnreachable' | 'MachineFailed';
 
 function substrateError(err: unknown): { message: string; type: FailureType } | undefined {
-  if (err instanceof HostKeyMismatchError || err instanceof MachineUnreachableError) {
+  if (
+    err instanceof HostKeyMismatchError ||
+    err instanceof MachineUnreachableError ||
+    err instanceof MachineFailedError
+  ) {
     return { message: err.message, type: err.type };
   }
   return undefined;
@@ -146,6 +152,7 @@ const PROVISION_CONCURRENCY = 8;
 export function createMachineActivities(deps: ActivityDeps) {
   const { store, substrates, controllerKey, dataDir, localNet } = deps;
   const db = store.db;
+  const kubernetes = createKubernetesProvider(deps);
 
   async function modelByName(name: string) {
     const model = await db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
@@ -370,6 +377,20 @@ export function createMachineActivities(deps: ActivityDeps) {
           .execute();
         row = { ...row, hostname: probe.hostname, host_key_fingerprint: pin ?? row.host_key_fingerprint };
       }
+      if (
+        row.kind === 'pod' &&
+        (row.host_key_fingerprint !== probe.hostKeyFingerprint || row.address !== probe.address)
+      ) {
+        // a pod made again is another machine under the same name: its own uid and address,
+        // and nothing of ours on it yet
+        await db
+          .updateTable('machines')
+          .set({ host_key_fingerprint: probe.hostKeyFingerprint, address: probe.address, runtime_hash: null })
+          .where('model_uuid', '=', row.model_uuid)
+          .where('id', '=', row.id)
+          .execute();
+        row = { ...row, host_key_fingerprint: probe.hostKeyFingerprint, address: probe.address, runtime_hash: null };
+      }
       if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
       row = await chooseRootDir(row);
       await installRuntime(row);
@@ -447,6 +468,9 @@ export function createMachineActivities(deps: ActivityDeps) {
      */
     async allocateLocalMachines(modelName: string, units: string[]): Promise<Record<string, string>> {
       const model = await modelByName(modelName);
+      // a kubernetes model's new machines are its units' pods
+      const k8s = await kubernetesModel(db, model.uuid);
+      if (k8s) return kubernetes.allocatePods(k8s, units);
       return db.transaction().execute(async (tx) => {
         const placed: Record<string, string> = {};
         for (const unit of units) placed[unit] = await allocateIn(tx, model.uuid, unit);
@@ -526,7 +550,10 @@ export function createMachineActivities(deps: ActivityDeps) {
           await run(here, killModelProcessesCommand(modelUuid, modelDir), "stopping the units' processes");
           await rm(modelDir, { recursive: true, force: true });
         }
-        for (const row of rows.filter((r) => r.kind !== 'local')) {
+        // a kubernetes model's pods go with the objects charmflow made for it
+        const k8s = await kubernetesModel(db, modelUuid);
+        if (k8s) await kubernetes.cleanModel(k8s);
+        for (const row of rows.filter((r) => r.kind === 'ssh')) {
           const target = machineTarget(row, controllerKey, store.secrets);
           try {
             if (row.host_key_fingerprint && row.root_dir) {

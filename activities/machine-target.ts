@@ -2,6 +2,7 @@
 import type { MachineRow } from '../store/schema.ts';
 import type { SecretBox } from '../store/secret-box.ts';
 import type { ControllerKey } from './deps.ts';
+import { CHARM_CONTAINER } from './kubernetes-cluster.ts';
 import { localIsolationEnabled, localMachineUid } from './substrates/local-isolation.ts';
 import type { MachineTarget } from './substrates/substrate.ts';
 
@@ -9,7 +10,7 @@ import type { MachineTarget } from './substrates/substrate.ts';
 export function machineTarget(row: MachineRow, key: ControllerKey, secrets: Pick<SecretBox, 'open'>): MachineTarget {
   const target: MachineTarget = {
     key: `${row.model_uuid}/${row.id}`,
-    kind: row.kind === 'ssh' ? 'ssh' : 'local',
+    kind: row.kind === 'ssh' || row.kind === 'pod' ? row.kind : 'local',
     address: row.address,
     rootDir: row.root_dir,
   };
@@ -20,6 +21,14 @@ export function machineTarget(row: MachineRow, key: ControllerKey, secrets: Pick
     target.user = row.ssh_user ?? 'root';
     // until the controller's key is installed, the user's key opens the door
     target.privateKey = row.bootstrap_key ? secrets.open(row.bootstrap_key) : key.privateKey;
+    target.hostKeyFingerprint = row.host_key_fingerprint ?? undefined;
+  }
+  if (row.kind === 'pod') {
+    // its cloud's kubeconfig is opened by the substrate, when it execs
+    target.cloud = row.cloud ?? undefined;
+    target.namespace = row.namespace ?? undefined;
+    target.pod = row.host ?? undefined;
+    target.container = CHARM_CONTAINER;
     target.hostKeyFingerprint = row.host_key_fingerprint ?? undefined;
   }
   return target;

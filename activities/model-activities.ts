@@ -4,10 +4,14 @@ import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import { sql } from 'kysely';
 import type { ActivityDeps } from './deps.ts';
+import { modelNamespace } from './kubernetes-cluster.ts';
+import { createKubernetesProvider } from './kubernetes-provider.ts';
 import { dropApplicationIntegrations, wakeUnits } from './relation-activities.ts';
 import { localMachinesDir } from './substrates/local-isolation.ts';
 
-export function createModelActivities({ store, dataDir }: ActivityDeps) {
+export function createModelActivities(deps: ActivityDeps) {
+  const { store, dataDir } = deps;
+  const kubernetes = createKubernetesProvider(deps);
   async function modelByName(name: string) {
     const model = await store.db.selectFrom('models').selectAll().where('name', '=', name).executeTakeFirst();
     if (!model) throw ApplicationFailure.nonRetryable(`model "${name}" not found`, 'NotFound');
@@ -23,6 +27,14 @@ export function createModelActivities({ store, dataDir }: ActivityDeps) {
         .where('name', '=', model.cloud)
         .executeTakeFirstOrThrow();
       if (cloud.type === 'local') await mkdir(join(localMachinesDir(dataDir), model.uuid), { recursive: true });
+      if (cloud.type === 'kubernetes') {
+        await kubernetes.prepareModel({
+          uuid: model.uuid,
+          name: model.name,
+          cloud: cloud.name,
+          namespace: modelNamespace(model.name),
+        });
+      }
       await store.db.transaction().execute(async (tx) => {
         await tx
           .updateTable('models')

@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import { getCharmInfo } from '../charm/charm-store.ts';
 import type { ActivityDeps } from './deps.ts';
 import { recordActionOutcome } from './hook-activities.ts';
+import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
 
 export interface UnitHealth {
   status: string;
@@ -16,6 +17,7 @@ export interface UnitHealth {
 
 export function createRefreshActivities(deps: ActivityDeps) {
   const db = deps.store.db;
+  const kubernetes = createKubernetesProvider(deps);
   return {
     /** The units run `revision` from now on (null: their application's again). */
     async setUnitsRevision(modelUuid: string, units: string[], revision: number | null): Promise<void> {
@@ -26,6 +28,9 @@ export function createRefreshActivities(deps: ActivityDeps) {
         .where('model_uuid', '=', modelUuid)
         .where('name', 'in', units)
         .execute();
+      // on kubernetes the pod template follows, and these units' pods are made again from it
+      const k8s = await kubernetesModel(db, modelUuid);
+      if (k8s) await kubernetes.refreshPods(k8s, units);
     },
 
     /** Workload and agent status of each unit, and whether its machine is down. */

@@ -4,6 +4,7 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/cl
 import { type ResolveRequest, type ResolveResult, resolveUpdate, type UnitRef } from '../workflows/messages.ts';
 import type { ActivityDeps } from './deps.ts';
 import { deleteUnit } from './hook-activities.ts';
+import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
 import { machineTarget, unitPaths } from './machine-target.ts';
 import { dropApplicationIntegrations, electLeader } from './relation-activities.ts';
 import { substrateFor } from './substrates/index.ts';
@@ -11,6 +12,15 @@ import { shellQuote } from './substrates/machine-shell.ts';
 
 export function createUnitActivities(deps: ActivityDeps) {
   const db = deps.store.db;
+  const kubernetes = createKubernetesProvider(deps);
+
+  /** A unit's pod goes with the unit (other machines stay for the next unit). */
+  async function releaseUnitMachine(ref: UnitRef, machineId: string | null): Promise<void> {
+    if (machineId === null) return;
+    const k8s = await kubernetesModel(db, ref.modelUuid);
+    if (k8s) await kubernetes.releaseUnitPod(k8s, ref.unit, machineId);
+  }
+
   return {
     /**
      * `--force`: the unit goes whatever state it or its machine is in. Its files
@@ -46,6 +56,7 @@ export function createUnitActivities(deps: ActivityDeps) {
       }
       const gone = await deleteUnit(db, ref);
       if (gone?.leader) await electLeader(db, ref.modelUuid, gone.application);
+      await releaseUnitMachine(ref, unit?.machine_id ?? null);
     },
 
     /**
@@ -178,6 +189,9 @@ export function createUnitActivities(deps: ActivityDeps) {
           })
           .execute();
       });
+      // a kubernetes application's StatefulSet and Services go with it
+      const k8s = await kubernetesModel(db, modelUuid);
+      if (k8s) await kubernetes.reconcileApplication(k8s, application);
     },
   };
 }

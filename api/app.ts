@@ -17,6 +17,7 @@ import { actionRoutes } from './routes/actions.ts';
 import { appBackupRoutes } from './routes/app-backup-routes.ts';
 import { applicationRoutes } from './routes/applications.ts';
 import { charmRoutes } from './routes/charms.ts';
+import { cloudRoutes } from './routes/clouds.ts';
 import { controllerBackupRoutes } from './routes/controller-backup-routes.ts';
 import { type HealthProbe, healthRoutes } from './routes/health.ts';
 import { integrationRoutes } from './routes/integrations.ts';
@@ -131,6 +132,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.addHook('preHandler', migrationGuard(deps.store.db));
   await app.register(healthRoutes);
   await app.register(modelRoutes, { prefix: '/v1' });
+  await app.register(cloudRoutes, { prefix: '/v1' });
   await app.register(operationRoutes, { prefix: '/v1' });
   await app.register(tokenRoutes, { prefix: '/v1' });
   await app.register(statusRoutes, { prefix: '/v1' });

@@ -6,6 +6,7 @@ import { registerAppBackups } from './commands/app-backup.ts';
 import { registerApplications } from './commands/applications.ts';
 import { registerCharmDev } from './commands/charm-dev.ts';
 import { registerCharms } from './commands/charms.ts';
+import { registerClouds } from './commands/clouds.ts';
 import { registerControllerBackups } from './commands/controller-backup.ts';
 import { registerIntegrations } from './commands/integrations.ts';
 import { registerLogs } from './commands/logs.ts';
@@ -35,6 +36,7 @@ the data dir (CHARMFLOW_DATA_DIR); elsewhere set CHARMFLOW_URL and CHARMFLOW_TOK
   );
   registerUp(program);
   registerModels(program);
+  registerClouds(program);
   registerStatus(program);
   registerCharms(program);
   registerCharmDev(program);

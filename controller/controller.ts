@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import { createActivities } from '../activities/index.ts';
+import { kubeconfigSource } from '../activities/kubernetes-cluster.ts';
 import { closeSubstrates, createSubstrates, type Substrates } from '../activities/substrates/index.ts';
 import { buildApp } from '../api/app.ts';
 import { startOperation, type TemporalDeps } from '../api/operation-starter.ts';
@@ -228,7 +229,9 @@ export async function startController(config: ControllerConfig, opts: StartOptio
     let substrates: Substrates | undefined;
     if (opts.worker !== false) {
       say('starting the worker');
-      substrates = createSubstrates();
+      substrates = createSubstrates({
+        kubernetes: { kubeconfigFor: kubeconfigSource(store.db, (v) => store.secrets.open(v)) },
+      });
       const made = substrates;
       stack.push(['machine connections', () => closeSubstrates(made)]);
       const activities = createActivities({

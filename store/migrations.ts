@@ -3,6 +3,7 @@
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
 import { m012 } from './migrations/012-app-backups.ts';
 import { m013 } from './migrations/013-controller-backups.ts';
+import { m014 } from './migrations/014-kubernetes.ts';
 import { m015 } from './migrations/015-model-migrations.ts';
 import { SecretBox } from './secret-box.ts';
 
@@ -407,6 +408,7 @@ export const migrations: Record<string, MigrationEntry> = {
   '010_unit_charm_revision': ddlMigration(m010),
   '012_app_backups': m012,
   '013_controller_backups': m013,
+  '014_kubernetes': m014,
   '015_model_migrations': m015,
 };
 

@@ -2,6 +2,7 @@
 import type { ColumnType, Generated, JSONColumnType, Selectable } from 'kysely';
 import type { AppBackupsTables } from './schema-app-backups.ts';
 import type { ControllerBackupsTables } from './schema-controller-backups.ts';
+import type { KubernetesTables } from './schema-kubernetes.ts';
 import type { ModelMigrationsTables } from './schema-model-migrations.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -58,6 +59,9 @@ export interface MachinesTable {
   bootstrap_key: Def<string | null>;
   /** Hash of the hook runtime installed on the machine, to re-install on change. */
   runtime_hash: Def<string | null>;
+  /** kind 'pod': the kubernetes cloud and namespace of its pod (the pod is `host`). Migration 014. */
+  cloud: Def<string | null>;
+  namespace: Def<string | null>;
   created_at: Timestamp;
 }
 
@@ -255,7 +259,7 @@ export interface ModelSequencesTable {
   value: number;
 }
 
-export interface Database extends AppBackupsTables, ControllerBackupsTables, ModelMigrationsTables {
+export interface Database extends AppBackupsTables, ControllerBackupsTables, ModelMigrationsTables, KubernetesTables {
   model_sequences: ModelSequencesTable;
   clouds: CloudsTable;
   credentials: CredentialsTable;

@@ -1,13 +1,13 @@
 // One interface for every place units run. Implementations live beside it:
 // local-substrate.ts (sandbox dirs on the controller host), ssh-substrate.ts
-// (existing hosts over pooled SSH), and later kubernetes-substrate.ts (pods).
+// (existing hosts over pooled SSH), kubernetes-substrate.ts (pods, by exec).
 
 /** How to reach one machine. Stored in the model store; passed to every call. */
 export interface MachineTarget {
   /** `<model-uuid>/<machine-id>`: unique per controller, used as a pool key. */
   key: string;
-  kind: 'local' | 'ssh';
-  /** Address units on this machine serve on (127.0.0.N locally, the host's address over SSH). */
+  kind: 'local' | 'ssh' | 'pod';
+  /** Address units on this machine serve on (127.0.0.N locally, the host's address over SSH, the pod's IP). */
   address: string;
   /** Directory on the machine that holds charmflow's files (tools, units). */
   rootDir: string;
@@ -21,6 +21,13 @@ export interface MachineTarget {
   privateKey?: string;
   /** Pinned host key, as `SHA256:<base64>` fingerprint. Absent only on first contact. */
   hostKeyFingerprint?: string;
+  // pod only
+  /** The kubernetes cloud whose credentials reach the pod. */
+  cloud?: string;
+  namespace?: string;
+  pod?: string;
+  /** The container hooks are exec'd into. */
+  container?: string;
 }
 
 export interface ExecRequest {
@@ -71,7 +78,7 @@ export interface ExecResult {
 }
 
 export interface ProbeResult {
-  /** `SHA256:<base64>` of the host key; `local` for local machines. */
+  /** `SHA256:<base64>` of the host key; `local` for local machines; `pod:<uid>` for a pod. */
   hostKeyFingerprint: string;
   address: string;
   hostname: string;
@@ -102,6 +109,20 @@ export class MachineUnreachableError extends Error {
   }
 }
 
+/**
+ * Raised when a machine cannot become usable by itself (a pod whose image cannot be
+ * pulled): provisioning puts it in error at once, no retry would help.
+ */
+export class MachineFailedError extends Error {
+  readonly type = 'MachineFailed';
+  constructor(
+    readonly host: string,
+    reason: string,
+  ) {
+    super(`${host}: ${reason}`);
+  }
+}
+
 export interface Substrate {
   readonly kind: MachineTarget['kind'];
   /** First contact: learn the host key (not yet pinned) and check the runtime's demands. */
@@ -113,6 +134,12 @@ export interface Substrate {
    * keeps a command that is due waiting.
    */
   spareChannels?(target: MachineTarget): number;
+  /**
+   * Which incarnation of the machine answers now, for machines that can be replaced
+   * under the same name (a pod its StatefulSet made again): the probe's
+   * hostKeyFingerprint of the one running now. Absent: a machine is never replaced.
+   */
+  incarnation?(target: MachineTarget): Promise<string>;
   /** Write a file atomically (temp + rename), creating parent dirs. */
   putFile(target: MachineTarget, path: string, content: string | Buffer, mode?: number): Promise<void>;
   /** Drop pooled resources for one machine (after removal). */

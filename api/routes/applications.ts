@@ -2,6 +2,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { sql } from 'kysely';
 import { z } from 'zod';
+import { DEFAULT_CHARM_IMAGE, workloadContainers } from '../../activities/kubernetes-cluster.ts';
+import { kubernetesModel } from '../../activities/kubernetes-provider.ts';
 import { relationsOf } from '../../activities/relation-activities.ts';
 import { getCharmInfo } from '../../charm/charm-store.ts';
 import {
@@ -38,6 +40,8 @@ export const DeployBody = z.strictObject({
   numUnits: bodyInt(0, 1000).default(1),
   to: z.array(z.string().regex(/^\d+$/, 'must be a machine number')).optional(),
   config: ConfigInput.default({}),
+  /** kubernetes models: the image of the units' charm container (default: a python image). */
+  charmImage: Text.min(1).max(500).optional(),
 });
 
 export const AddUnitBody = z.strictObject({
@@ -112,6 +116,16 @@ export function shrinkVictims(alive: { name: string; number: number; leader: boo
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
+/** A charm for a kubernetes model must name an image for each workload container it declares. */
+function checkKubernetesCharm(name: string, meta: CharmMeta): void {
+  const { problems } = workloadContainers(meta);
+  if (problems.length > 0) {
+    throw new BadRequestError(`charm ${name} has no usable image for Kubernetes: ${problems.join('; ')}`, [
+      { field: 'body.charm', message: problems.join('; ') },
+    ]);
+  }
+}
+
 async function aliveModel(db: Db, name: string): Promise<ModelRow> {
   const model = await findModel(db, name);
   if (model.life !== 'alive') throw new ConflictError(`model "${name}" is being destroyed`);
@@ -164,7 +178,15 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
       .select('type')
       .where('name', '=', model.cloud)
       .executeTakeFirstOrThrow();
-    if (cloud.type !== 'local') {
+    if (cloud.type === 'kubernetes') {
+      // a unit is a pod of its application's StatefulSet: there is no machine to name
+      if (body.to && body.to.length > 0) {
+        throw new BadRequestError(`model "${model.name}" is on Kubernetes cloud ${model.cloud}: units are pods`, [
+          { field: 'body.to', message: 'there are no machines to place units on' },
+        ]);
+      }
+      for (let i = 0; i < numUnits; i++) placements.push(null);
+    } else if (cloud.type !== 'local') {
       const used = new Set(
         (await db.selectFrom('units').select('machine_id').where('model_uuid', '=', model.uuid).execute()).map(
           (u) => u.machine_id,
@@ -219,6 +241,13 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
         ]);
       }
       const config = checkConfig(body.config, meta.config.options, 'body.config');
+      const k8s = await kubernetesModel(db, model.uuid);
+      if (k8s) checkKubernetesCharm(charm.name, meta);
+      else if (body.charmImage !== undefined) {
+        throw new BadRequestError(`--charm-image is for models on a Kubernetes cloud; "${model.name}" is not`, [
+          { field: 'body.charmImage', message: 'only on a kubernetes model' },
+        ]);
+      }
       const numUnits = Math.max(body.numUnits, body.to?.length ?? 0);
       const placements = await placeUnits(model, numUnits, body.to);
       const units = placements.map((machine, i) => ({ unit: `${appName}/${i}`, machine, leader: i === 0 }));
@@ -257,6 +286,16 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
                 next_unit: numUnits,
               })
               .execute();
+            if (k8s) {
+              await tx
+                .insertInto('kubernetes_applications')
+                .values({
+                  model_uuid: model.uuid,
+                  application: appName,
+                  charm_image: body.charmImage ?? DEFAULT_CHARM_IMAGE,
+                })
+                .execute();
+            }
             const endpoints = meta.endpoints.filter((e) => !e.implicit);
             if (endpoints.length > 0) {
               await tx
@@ -377,7 +416,17 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
           .executeTakeFirst();
         if (!app) throw new ConflictError(`application "${row.name}" is being removed`);
         if (r.aliveBefore) await sameAliveUnits(tx, model.uuid, row.name, r.aliveBefore);
-        const first = app.next_unit - numUnits;
+        let first = app.next_unit - numUnits;
+        if (await kubernetesModel(tx, model.uuid)) {
+          // unit N is pod N of the StatefulSet: new units take the ordinals after the highest in use
+          const top = await tx
+            .selectFrom('units')
+            .select((eb) => eb.fn.max('number').as('n'))
+            .where('model_uuid', '=', model.uuid)
+            .where('application', '=', row.name)
+            .executeTakeFirst();
+          first = top?.n === null || top?.n === undefined ? 0 : Number(top.n) + 1;
+        }
         const leader = await tx
           .selectFrom('units')
           .select('name')
@@ -801,6 +850,23 @@ export const applicationRoutes: FastifyPluginAsyncZod = async (app) => {
       const force = req.query.force === 'true';
       if (unit.life !== 'alive' && !force) {
         throw new ConflictError(`unit "${unit.name}" is already being removed (use --force to force it)`);
+      }
+      if (await kubernetesModel(db, model.uuid)) {
+        // a StatefulSet only ever drops its highest ordinals: so do its units
+        const higher = await db
+          .selectFrom('units')
+          .select('name')
+          .where('model_uuid', '=', model.uuid)
+          .where('application', '=', unit.application)
+          .where('life', '=', 'alive')
+          .where('number', '>', unit.number)
+          .orderBy('number')
+          .execute();
+        if (higher.length > 0) {
+          throw new BadRequestError(
+            `unit ${unit.name} is pod ${unit.application}-${unit.number} of a StatefulSet, which removes its highest-numbered pods first: remove ${higher.map((u) => u.name).join(', ')} first, or scale with \`charmflow scale-application ${unit.application} N\``,
+          );
+        }
       }
       const op = await startRemoval(req.principal?.user ?? '', model, {
         kind: 'remove-unit',

@@ -44,12 +44,16 @@ export function registerApplications(program: Command): void {
       .option('-n, --num-units <n>', 'number of units', '1')
       .option('--to <machines>', 'comma-separated machine numbers to place the units on, in order')
       .option('--config <key=value>', 'a config value (repeatable)', collect, [])
+      .option(
+        '--charm-image <image>',
+        "kubernetes models: the image of the units' charm container (default python:3.12-slim)",
+      )
       .option('--no-wait', 'return at once with the operation id'),
   ).action(
     async (
       charmArg: string,
       application: string | undefined,
-      opts: { numUnits: string; to?: string; config: string[]; wait: boolean; model: string },
+      opts: { numUnits: string; to?: string; config: string[]; charmImage?: string; wait: boolean; model: string },
     ) => {
       if (!/^\d+$/.test(opts.numUnits))
         throw new CliError(`invalid --num-units "${opts.numUnits}": expected a number`, 2);
@@ -64,6 +68,7 @@ export function registerApplications(program: Command): void {
         numUnits: Number(opts.numUnits),
         ...(to ? { to } : {}),
         config,
+        ...(opts.charmImage ? { charmImage: opts.charmImage } : {}),
       });
       const appName = application ?? charm.name;
       await finishMutation(
