@@ -289,7 +289,9 @@ describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsuppo
     // kv-store/0 already listens on 7070 of its host: tsweb on the same host cannot bind it
     await ok('add-unit', 'tsweb', '--to', '0', '-m', 'fleet');
     await settle(c, ['fleet']);
-    await ok('config', 'tsweb', 'port=7070', '-m', 'fleet');
+    const failing = await cli('config', 'tsweb', 'port=7070', '-m', 'fleet');
+    assert.equal(failing.code, 1, failing.stderr);
+    assert.match(failing.stderr, /unit tsweb\/1: hook failed: "config-changed"/);
     const err = await waitFor('tsweb/1 in error', async () => {
       const u = await unitOf('tsweb/1');
       return u['workload-status'].current === 'error' ? u : null;
