@@ -49,6 +49,8 @@ export interface Sandbox {
   pausePid: number;
   /** The pause process's network namespace (its /proc/<pid>/ns/net link), to find the pod's processes. */
   netnsId: string;
+  /** The pause process's pid namespace: the pod's processes proper (exec'd commands and their children). */
+  pidnsId: string;
   dead: boolean;
 }
 
@@ -153,12 +155,12 @@ function linkList(): string[] {
     .filter((n): n is string => Boolean(n));
 }
 
-function pidsInNetns(netnsId: string): number[] {
+function pidsInNamespace(kind: 'net' | 'pid', nsId: string): number[] {
   const out: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readlinkSync(`/proc/${entry}/ns/net`) === netnsId) out.push(Number(entry));
+      if (readlinkSync(`/proc/${entry}/ns/${kind}`) === nsId) out.push(Number(entry));
     } catch {
       // gone, or a kernel thread
     }
@@ -378,7 +380,18 @@ export class SandboxHost {
     const veth = `cfk${this.k}p${seq}`;
     const ip = this.allocateIp();
     const dir = join(this.podsDir, `${spec.namespace}_${spec.name}_${spec.podUid}`);
-    const sb: Sandbox = { seq, podUid: spec.podUid, netns, veth, ip, dir, pausePid: 0, netnsId: '', dead: false };
+    const sb: Sandbox = {
+      seq,
+      podUid: spec.podUid,
+      netns,
+      veth,
+      ip,
+      dir,
+      pausePid: 0,
+      netnsId: '',
+      pidnsId: '',
+      dead: false,
+    };
     this.sandboxes.set(spec.podUid, sb);
     try {
       for (const sub of ['charmflow', 'root']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o755 });
@@ -459,6 +472,7 @@ export class SandboxHost {
         if (pid && tryReadFile(`/proc/${pid}/comm`)?.trim() === 'sleep') {
           sb.pausePid = pid;
           sb.netnsId = readlinkSync(`/proc/${pid}/ns/net`);
+          sb.pidnsId = readlinkSync(`/proc/${pid}/ns/pid`);
           break;
         }
         await sleep(10);
@@ -483,7 +497,7 @@ export class SandboxHost {
 
   /** Processes of the pod's sandbox (pause included), by pid in this namespace. */
   processes(sb: Sandbox): number[] {
-    return sb.netnsId ? pidsInNetns(sb.netnsId) : [];
+    return sb.netnsId ? pidsInNamespace('net', sb.netnsId) : [];
   }
 
   /**
@@ -496,7 +510,8 @@ export class SandboxHost {
     if (sb.dead) return;
     sb.dead = true;
     if (sb.netnsId && graceMs > 0) {
-      const workload = () => this.processes(sb).filter((p) => p !== sb.pausePid);
+      // The pod's own processes; the helpers outside its pid namespace (unshare, nsenter) follow them.
+      const workload = () => pidsInNamespace('pid', sb.pidnsId).filter((p) => p !== sb.pausePid);
       for (const pid of workload()) signal(pid, 'SIGTERM');
       const deadline = Date.now() + graceMs;
       while (Date.now() < deadline && workload().length > 0) await sleep(50);
