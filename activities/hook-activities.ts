@@ -367,6 +367,15 @@ function timings(result: HookResult) {
 
 const noop = () => {};
 
+/** What a unit runs when its machine was made again (a pod its StatefulSet made anew). */
+const RESTART_HOOKS = ['upgrade-charm', 'config-changed', 'start'];
+
+interface Replaced {
+  machineId: string;
+  /** The new machine's incarnation (the substrate's, `pod:<uid>`). */
+  incarnation: string;
+}
+
 /** How many hooks ahead of the running one a batch's runners start up on the machine. */
 const PRESTART_AHEAD = 2;
 
@@ -768,7 +777,7 @@ export function createHookActivities(deps: ActivityDeps) {
    * made again by its StatefulSet) has nothing of ours: it is provisioned again (the
    * hook runtime) and the charm goes to it before the unit's next hooks.
    */
-  async function machineReplaced(ref: UnitRef): Promise<boolean> {
+  async function machineReplaced(ref: UnitRef): Promise<Replaced | undefined> {
     const machine = await db
       .selectFrom('units as u')
       .innerJoin('machines as m', (j) =>
@@ -778,15 +787,40 @@ export function createHookActivities(deps: ActivityDeps) {
       .where('u.model_uuid', '=', ref.modelUuid)
       .where('u.name', '=', ref.unit)
       .executeTakeFirst();
-    if (!machine?.host_key_fingerprint) return false;
+    if (!machine?.host_key_fingerprint) return undefined;
     const target = machineTarget(machine, deps.controllerKey, store.secrets);
     const substrate = substrateFor(deps.substrates, target);
-    if (!substrate.incarnation) return false;
+    if (!substrate.incarnation) return undefined;
     const now = await guardMachine(machine, () => substrate.incarnation!(target));
-    if (now === machine.host_key_fingerprint) return false;
+    if (now === machine.host_key_fingerprint) return undefined;
     log.info(`machine ${machine.id} of ${ref.unit} was made again (${now}); delivering the runtime and charm to it`);
     await machines.provisionMachine(ref.model, machine.id);
-    return true;
+    return { machineId: machine.id, incarnation: now };
+  }
+
+  /**
+   * A unit whose machine was made again starts over there as Juju's k8s units do
+   * after a pod churn: upgrade-charm, config-changed, start (a refresh, which brings
+   * its own upgrade-charm and config-changed, gets only start after them). Their
+   * context ids come from the new machine, so a retried call replays them.
+   */
+  async function restartOn(ref: UnitRef, replaced: Replaced, hooks: string[]): Promise<void> {
+    for (const hook of hooks) {
+      const incarnation = replaced.incarnation.replace(/[^A-Za-z0-9._-]/g, '-');
+      const contextId = `${ref.modelUuid.slice(0, 8)}-${ref.unit.replace('/', '-')}-${incarnation}-${hook}`;
+      const outcome = await runOne(ref, { hook }, contextId, undefined, noop);
+      if (!outcome.ok || outcome.gone) break;
+    }
+  }
+
+  /** The unit has been brought up on its new machine: it is the machine from now on. */
+  async function adoptIncarnation(ref: UnitRef, replaced: Replaced): Promise<void> {
+    await db
+      .updateTable('machines')
+      .set({ host_key_fingerprint: replaced.incarnation })
+      .where('model_uuid', '=', ref.modelUuid)
+      .where('id', '=', replaced.machineId)
+      .execute();
   }
 
   async function wakeAfterCommit(world: UnitWorld, ev: UnitEvent, result: HookResult): Promise<void> {
@@ -896,6 +930,7 @@ export function createHookActivities(deps: ActivityDeps) {
      */
     async runHooks(ref: UnitRef, runs: HookRun[], opts: { prepare?: boolean } = {}): Promise<HookOutcome[]> {
       const outcomes: HookOutcome[] = [];
+      let replaced: Replaced | undefined;
       // Runners start up on the machine ahead of their hooks, at most PRESTART_AHEAD
       // hooks ahead, each once the runner before it is out (so none ever waits for
       // a channel behind a runner that is to follow it), and only while the machine
@@ -907,8 +942,8 @@ export function createHookActivities(deps: ActivityDeps) {
         early[j] = startEarly(ref, runs[j].event.hook, { ahead: j > current, onOut: () => prestart(j + 1) });
       };
       try {
-        const prepare = opts.prepare || (await machineReplaced(ref));
-        if (prepare) {
+        replaced = await machineReplaced(ref);
+        if (opts.prepare || replaced) {
           const world = await loadWorld(db, ref);
           if (world) {
             rememberRunner(world);
@@ -925,6 +960,9 @@ export function createHookActivities(deps: ActivityDeps) {
         } else {
           prestart(0);
         }
+        const refreshing = runs[0]?.event.hook === 'upgrade-charm';
+        if (replaced && !refreshing) await restartOn(ref, replaced, RESTART_HOOKS);
+        let whole = true;
         for (const [i, run] of runs.entries()) {
           current = i;
           // the window moved on: a runner whose predecessor is out may start now
@@ -934,10 +972,20 @@ export function createHookActivities(deps: ActivityDeps) {
             outcome = await runOne(ref, run.event, run.contextId, early[i], () => prestart(i + 1));
           } catch (err) {
             if (i === 0) throw err;
+            whole = false;
             break;
           }
           outcomes.push(outcome);
-          if (!outcome.ok || outcome.gone) break;
+          if (!outcome.ok || outcome.gone) {
+            whole = false;
+            break;
+          }
+        }
+        if (replaced && whole) {
+          if (refreshing) await restartOn(ref, replaced, ['start']);
+          await adoptIncarnation(ref, replaced);
+        } else if (replaced && !refreshing) {
+          await adoptIncarnation(ref, replaced);
         }
       } finally {
         // runners started for hooks that will not run now are withdrawn (for the

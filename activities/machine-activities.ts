@@ -377,19 +377,18 @@ export function createMachineActivities(deps: ActivityDeps) {
           .execute();
         row = { ...row, hostname: probe.hostname, host_key_fingerprint: pin ?? row.host_key_fingerprint };
       }
-      if (
-        row.kind === 'pod' &&
-        (row.host_key_fingerprint !== probe.hostKeyFingerprint || row.address !== probe.address)
-      ) {
-        // a pod made again is another machine under the same name: its own uid and address,
-        // and nothing of ours on it yet
+      if (row.kind === 'pod' && (!row.host_key_fingerprint || row.address !== probe.address)) {
+        // a pod has its uid pinned at first contact; one made again under the same name has
+        // another uid and address, and nothing of ours yet (its unit adopts the new uid once
+        // it has started over there: hook-activities)
+        const uid = row.host_key_fingerprint ?? probe.hostKeyFingerprint;
         await db
           .updateTable('machines')
-          .set({ host_key_fingerprint: probe.hostKeyFingerprint, address: probe.address, runtime_hash: null })
+          .set({ host_key_fingerprint: uid, address: probe.address })
           .where('model_uuid', '=', row.model_uuid)
           .where('id', '=', row.id)
           .execute();
-        row = { ...row, host_key_fingerprint: probe.hostKeyFingerprint, address: probe.address, runtime_hash: null };
+        row = { ...row, host_key_fingerprint: uid, address: probe.address };
       }
       if (row.kind === 'ssh' && row.bootstrap_key) row = await installControllerKey(row);
       row = await chooseRootDir(row);

@@ -138,7 +138,7 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
 
   test('a charm without a usable image is refused, and leaves nothing behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cf-noimage-'));
-    cpSync(KV_WEB_CHARM, dir, { recursive: true });
+    cpSync(KV_WEB_CHARM, dir, { recursive: true, verbatimSymlinks: true });
     const meta = readFileSync(join(dir, 'metadata.yaml'), 'utf8');
     writeFileSync(
       join(dir, 'metadata.yaml'),
@@ -293,7 +293,10 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
     const pod = await k().core.readNamespacedPod({ namespace: m, name: 'kv-web-0' });
     const addr = await unitAddress('kv-web/0');
     assert.equal(addr, pod.status?.podIP);
-    const p = await waitFor('kv-web on 8082 in the new pod', () => pageOrNull(addr, 8082));
+    const p = await waitFor('kv-web on 8082 in the new pod', () => pageOrNull(addr, 8082)).catch(async (err) => {
+      const log = await cli('debug-log', '-m', m, '--no-tail', '--lines', '60');
+      throw new Error(`${err.message}\n${log.stdout}\n${JSON.stringify(await status(m))}`);
+    });
     assert.equal(p.unit, 'kv-web/0');
     const machine = await c()
       .store.db.selectFrom('machines')
@@ -301,14 +304,26 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
       .where('host', '=', 'kv-web-0')
       .executeTakeFirstOrThrow();
     assert.equal(machine.host_key_fingerprint, `pod:${after}`);
+    const restarted = await c()
+      .store.db.selectFrom('hook_runs')
+      .select('hook')
+      .where('unit', '=', 'kv-web/0')
+      .where('context_id', 'like', `%${after}%`)
+      .orderBy('started_at')
+      .execute();
+    assert.deepEqual(
+      restarted.map((r) => r.hook),
+      ['upgrade-charm', 'config-changed', 'start'],
+    );
   });
 
   test('refresh: the pod template follows, pods are made again one by one under the health gate', async () => {
     await ok('scale-application', 'kv-web', '2', '-m', m);
     const uids = [await podUid(k().core, m, 'kv-web-0'), await podUid(k().core, m, 'kv-web-1')];
     const dir = mkdtempSync(join(tmpdir(), 'cf-kvweb2-'));
-    cpSync(KV_WEB_CHARM, dir, { recursive: true });
+    cpSync(KV_WEB_CHARM, dir, { recursive: true, verbatimSymlinks: true });
     writeFileSync(join(dir, 'metadata.yaml'), `${readFileSync(join(dir, 'metadata.yaml'), 'utf8')}# revision 2\n`);
+    const since = new Date();
     await ok('refresh', 'kv-web', '--path', dir, '-m', m);
     const sts = await k().apps.readNamespacedStatefulSet({ namespace: m, name: 'kv-web' });
     const rev = (await status(m)).applications['kv-web']['charm-rev'];
@@ -320,10 +335,16 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
         .store.db.selectFrom('hook_runs')
         .select('hook')
         .where('unit', '=', `kv-web/${i}`)
-        .where('hook', '=', 'upgrade-charm')
+        .where('hook', 'in', ['upgrade-charm', 'start'])
         .where('exit_code', '=', 0)
+        .where('started_at', '>=', since)
+        .orderBy('started_at')
         .execute();
-      assert.equal(upgraded.length, 1);
+      // upgrade-charm once (the refresh's), then start in the new pod
+      assert.deepEqual(
+        upgraded.map((r) => r.hook),
+        ['upgrade-charm', 'start'],
+      );
     }
     const s = await status(m);
     for (const u of Object.values(s.applications['kv-web'].units) as { 'workload-status': { current: string } }[]) {

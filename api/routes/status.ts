@@ -94,7 +94,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         // only what status shows: never a machine's key, never a unit's charm state
         db
           .selectFrom('machines')
-          .select(['id', 'kind', 'state', 'message', 'created_at', 'address', 'host', 'hostname'])
+          .select(['id', 'kind', 'state', 'message', 'created_at', 'address', 'host', 'hostname', 'namespace'])
           .where('model_uuid', '=', model.uuid)
           .execute(),
         db.selectFrom('applications').selectAll().where('model_uuid', '=', model.uuid).execute(),
@@ -149,7 +149,8 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           'juju-status': { current: m.state, message: m.message || undefined, since: iso(m.created_at) ?? undefined },
           'dns-name': m.address,
           'ip-addresses': m.address ? [m.address] : [],
-          'instance-id': m.kind === 'ssh' ? `manual:${m.host}` : `local:${m.id}`,
+          'instance-id':
+            m.kind === 'ssh' ? `manual:${m.host}` : m.kind === 'pod' ? `pod:${m.namespace}/${m.host}` : `local:${m.id}`,
           hostname: m.hostname || undefined,
         };
       }
