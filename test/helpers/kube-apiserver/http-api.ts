@@ -484,7 +484,8 @@ export class HttpApi {
     }
     const state = (pod.status?.containerStatuses ?? []).find((s: { name: string }) => s.name === containerName)?.state;
     const sb = kubelet.host.sandbox(pod.metadata.uid);
-    if (!state?.running || !sb || sb.dead || pod.metadata.deletionTimestamp) {
+    // A pod being deleted still runs until its kubelet has stopped it, and takes execs until then.
+    if (!state?.running || !sb || sb.dead) {
       throw badRequest(`unable to upgrade connection: container not found ("${containerName}")`);
     }
     const env = kubelet.host.execEnv(pod.spec.hostname ?? name, kubelet.containerEnv(pod, container));

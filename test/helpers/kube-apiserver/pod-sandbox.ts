@@ -33,6 +33,30 @@ const NS_RE = /^cfkube-(\d+)-(\d+)$/;
 const LINK_RE = /^(?:cfkbr(\d+)|cfk(\d+)p\d+)$/;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+// The pause process is pid 1 of the pod: like Kubernetes' pause container it reaps the orphans
+// re-parented to it (a nohup'd workload that exits), so none lingers as a zombie that pgrep
+// or ps would still show.
+const PAUSE_PY = [
+  'import os, signal',
+  'def reap(*_):',
+  '    while True:',
+  '        try:',
+  '            pid, _ = os.waitpid(-1, os.WNOHANG)',
+  '        except ChildProcessError:',
+  '            return',
+  '        if pid == 0:',
+  '            return',
+  'signal.signal(signal.SIGCHLD, reap)',
+  'reap()',
+  'while True:',
+  '    signal.pause()',
+].join('\n');
+
+function pauseCommand(): string {
+  const python = tryRun('sh', ['-c', `PATH=${DEFAULT_PATH} command -v python3`])?.trim();
+  return python ? `exec ${python} -c "$6"` : 'exec sleep infinity';
+}
+
 export interface PodNetworkOptions {
   bridge: string;
   prefix: string;
@@ -300,6 +324,7 @@ export class SandboxHost {
   private nextHost: number;
   private seq = 0;
   private stopped = false;
+  private readonly pause = pauseCommand();
   private readonly stopSync: () => void;
 
   private constructor(
@@ -421,7 +446,7 @@ export class SandboxHost {
         'mount --bind "$3" /root',
         'mount --bind "$4" /etc/hosts',
         'echo "$5" > /proc/sys/kernel/hostname',
-        'exec sleep infinity',
+        this.pause,
       ].join(' && ');
       const child = spawn(
         'ip',
@@ -447,6 +472,7 @@ export class SandboxHost {
           join(dir, 'root'),
           join(dir, 'hosts'),
           spec.hostname,
+          PAUSE_PY,
         ],
         { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
       );
@@ -462,14 +488,15 @@ export class SandboxHost {
         exited = err.message;
       });
       child.unref();
-      // The pause process is unshare's child once it has exec'd sleep (mounts and hostname are done).
+      // The pause process is unshare's child once its sh has exec'd (mounts and hostname are done).
       const deadline = Date.now() + 10_000;
       for (;;) {
         if (exited) throw new Error(`pod sandbox ${netns}: ${exited}: ${stderr.trim()}`);
         if (Date.now() > deadline) throw new Error(`pod sandbox ${netns}: pause process did not start`);
         const children = tryReadFile(`/proc/${child.pid}/task/${child.pid}/children`)?.trim();
         const pid = children ? Number(children.split(' ')[0]) : 0;
-        if (pid && tryReadFile(`/proc/${pid}/comm`)?.trim() === 'sleep') {
+        const comm = pid ? tryReadFile(`/proc/${pid}/comm`)?.trim() : undefined;
+        if (pid && comm && comm !== 'sh' && comm !== 'unshare') {
           sb.pausePid = pid;
           sb.netnsId = readlinkSync(`/proc/${pid}/ns/net`);
           sb.pidnsId = readlinkSync(`/proc/${pid}/ns/pid`);
@@ -511,7 +538,7 @@ export class SandboxHost {
     sb.dead = true;
     if (sb.netnsId && graceMs > 0) {
       // The pod's own processes; the helpers outside its pid namespace (unshare, nsenter) follow them.
-      const workload = () => pidsInNamespace('pid', sb.pidnsId).filter((p) => p !== sb.pausePid);
+      const workload = () => pidsInNamespace('pid', sb.pidnsId).filter((p) => p !== sb.pausePid && !isZombie(p));
       for (const pid of workload()) signal(pid, 'SIGTERM');
       const deadline = Date.now() + graceMs;
       while (Date.now() < deadline && workload().length > 0) await sleep(50);
@@ -557,6 +584,11 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   } catch {
     // already gone
   }
+}
+
+function isZombie(pid: number): boolean {
+  const stat = tryReadFile(`/proc/${pid}/stat`);
+  return !stat || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
 }
 
 function tryReadFile(path: string): string | undefined {

@@ -174,6 +174,10 @@ export class Registry {
       }
       ns = ns ?? meta.namespace;
     }
+    if (meta.resourceVersion) {
+      // What etcd3 storage answers, as a 500: a create must not carry a version.
+      throw new ApiError(500, 'InternalError', 'resourceVersion should not be set on objects to be created');
+    }
     if (!meta.name && meta.generateName) meta.name = `${meta.generateName}${randomSuffix()}`;
     if (!meta.name)
       throw invalid(t.kind, t.group, '', [
