@@ -277,16 +277,12 @@ export function createModelMigrationActivities(deps: ActivityDeps) {
     async awaitTargetOperation(operationId: number, targetOperation: number): Promise<TargetOperation> {
       const row = await migrationRow(operationId);
       for (;;) {
-        const res = await callTarget<{ operation?: TargetOperation }>(
-          operationId,
-          'GET',
-          `/v1/operations/${targetOperation}`,
-        );
-        if (res.status !== 200 || !res.body.operation) {
+        const res = await callTarget<TargetOperation>(operationId, 'GET', `/v1/operations/${targetOperation}`);
+        const op = res.body;
+        if (res.status !== 200 || typeof op?.state !== 'string') {
           refused(row, `a look at its operation ${targetOperation}`, res.status, res.body);
         }
-        const op = res.body.operation;
-        heartbeat({ target: op.state, step: op.progress.step });
+        heartbeat({ target: op.state, step: op.progress?.step });
         if (op.state === 'succeeded') return op;
         if (op.state === 'failed' || op.state === 'cancelled') {
           throw ApplicationFailure.nonRetryable(
