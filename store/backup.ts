@@ -61,6 +61,7 @@ export const RESTORED_TABLES = [
   'model_sequences',
   'machines',
   'applications',
+  'kubernetes_applications',
   'units',
   'endpoints',
   'integrations',
@@ -795,6 +796,7 @@ export async function applyRestore(tx: Tx, backup: ParsedBackup, plan: RestorePl
   );
   await insertRows(tx, 'machines', machines);
   await insertRows(tx, 'applications', inModels('applications'));
+  await insertRows(tx, 'kubernetes_applications', inModels('kubernetes_applications'));
   await insertRows(tx, 'units', inModels('units'));
   await insertRows(tx, 'endpoints', inModels('endpoints'));
   const ids = new Set(plan.integrations);
