@@ -33,7 +33,7 @@ export async function kubernetesModel(db: Db | Tx, modelUuid: string): Promise<K
     .select(['m.uuid', 'm.name', 'm.cloud', 'c.type'])
     .where('m.uuid', '=', modelUuid)
     .executeTakeFirst();
-  if (!row || row.type !== 'kubernetes') return undefined;
+  if (row?.type !== 'kubernetes') return undefined;
   return { uuid: row.uuid, name: row.name, cloud: row.cloud, namespace: modelNamespace(row.name) };
 }
 
