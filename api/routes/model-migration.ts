@@ -515,7 +515,11 @@ export const modelMigrationRoutes: FastifyPluginAsyncZod = async (app) => {
         .where('target', '=', model.name)
         .where('state', 'in', ['pending', 'running'])
         .executeTakeFirst();
-      if (running) throw new ConflictError(`model "${model.name}" is being activated (operation ${running.id})`);
+      if (running) {
+        // a retry of the source's call (its answer was lost): the same activation
+        const op = await db.selectFrom('operations').selectAll().where('id', '=', running.id).executeTakeFirstOrThrow();
+        return reply.status(202).send({ operation: toOperation(op) });
+      }
       const op = await startControllerOperation(db, temporal, {
         kind: 'activate-model',
         target: model.name,
