@@ -1,6 +1,6 @@
 // The Kubernetes scenarios of issue 12, written once against a cluster reached by a
 // kubeconfig: test/k8s.test.ts runs them against the in-process API server double,
-// `npm run e2e:k8s` (test/e2e-k8s.test.ts) against a real cluster ($KUBECONFIG).
+// `npm run e2e:k8s` (test/e2e-k8s.e2e.ts) against a real cluster ($KUBECONFIG).
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
