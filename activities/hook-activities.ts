@@ -13,6 +13,7 @@ import type { ActionOutcome, ApplicationRow, MachineRow, ModelRow, UnitRow } fro
 import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
+import { applySecretOps, followSecretCommit, type SecretCommit, secretsContext } from './charm-secrets.ts';
 import type { ActivityDeps } from './deps.ts';
 import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
 import { createMachineActivities } from './machine-activities.ts';
@@ -233,7 +234,12 @@ async function buildContext(
     applicationStatus: { status: world.app.status, message: world.app.message },
     unitStatuses: world.siblings,
     charmState: world.unit.charm_state,
+    ...(await secretsContext(db, secrets, subjectOf(world), contextId, ev.secret)),
   });
+}
+
+function subjectOf(world: UnitWorld) {
+  return { modelUuid: world.model.uuid, application: world.app.name, unit: world.unit.name, leader: world.unit.leader };
 }
 
 /** The params an action runs with, from its operation (they never travel through a workflow history). */
@@ -280,7 +286,15 @@ function patched(column: ReturnType<typeof sql.ref>, changes: Record<string, str
  * sets the agent idle. Leader and relation data, when the hook wrote any, go in the
  * same transaction.
  */
-export async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, contextId: string, result: HookResult) {
+export async function commitRun(
+  db: Db,
+  world: UnitWorld,
+  ev: UnitEvent,
+  contextId: string,
+  result: HookResult,
+  /** Opens what the hook did to secrets (needed only when it did any). */
+  secrets?: SecretBox,
+): Promise<SecretCommit | undefined> {
   const uuid = world.model.uuid;
   const unit = world.unit;
   const changes = result.changes;
@@ -309,13 +323,21 @@ export async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, context
       SELECT EXISTS (SELECT 1 FROM run) AS committed`.execute(conn);
   const leaderWrites = unit.leader && Object.keys(changes.leaderSettings).length > 0;
   const relationWrites = Object.keys(changes.relationSettings).length > 0;
-  if (!leaderWrites && !relationWrites) {
+  // (a result from before secrets has none)
+  const secretOps = changes.secretOps ?? [];
+  const secretWrites = secretOps.length > 0;
+  if (!leaderWrites && !relationWrites && !secretWrites) {
     await commitUnit(db);
     return;
   }
-  await db.transaction().execute(async (tx) => {
+  return await db.transaction().execute(async (tx) => {
     const { rows } = await commitUnit(tx);
     if (!rows[0]?.committed) return;
+    let secretCommit: SecretCommit | undefined;
+    if (secretWrites) {
+      if (!secrets) throw new Error('a hook changed secrets, but no secret box was given to commit them');
+      secretCommit = await applySecretOps(tx, secrets, subjectOf(world), contextId, secretOps);
+    }
     if (leaderWrites) {
       await tx
         .updateTable('applications')
@@ -346,6 +368,7 @@ export async function commitRun(db: Db, world: UnitWorld, ev: UnitEvent, context
         );
       }
     }
+    return secretCommit;
   });
 }
 
@@ -720,8 +743,8 @@ export function createHookActivities(deps: ActivityDeps) {
     if (ev.action)
       return finishAction(world, ev, contextId, result as HookResult & { actionLog?: ActionOutcome['log'] });
     if (ok) {
-      await commitRun(db, world, ev, contextId, result);
-      await wakeAfterCommit(world, ev, result);
+      const secretCommit = await commitRun(db, world, ev, contextId, result, store.secrets);
+      await wakeAfterCommit(world, ev, result, secretCommit);
       await followPorts(world, result);
       const read = ev.relationId !== undefined ? versions.get(ev.relationId) : undefined;
       return { ok: true, skipped: result.skipped, gone: false, message: '', ...(read ? { read } : {}) };
@@ -823,7 +846,12 @@ export function createHookActivities(deps: ActivityDeps) {
       .execute();
   }
 
-  async function wakeAfterCommit(world: UnitWorld, ev: UnitEvent, result: HookResult): Promise<void> {
+  async function wakeAfterCommit(
+    world: UnitWorld,
+    ev: UnitEvent,
+    result: HookResult,
+    secretCommit?: SecretCommit,
+  ): Promise<void> {
     const changes = result.changes;
     const wrote = Object.keys(changes.relationSettings)
       .filter((rid) => {
@@ -846,6 +874,7 @@ export function createHookActivities(deps: ActivityDeps) {
           world.unit.name,
         );
       }
+      if (secretCommit) await followSecretCommit(db, secretCommit);
     } catch (err) {
       log.warn(`could not wake the units related to ${world.unit.name}: ${err instanceof Error ? err.message : err}`);
     }
@@ -874,8 +903,8 @@ export function createHookActivities(deps: ActivityDeps) {
             ? 'the action timed out'
             : `the action exited with code ${result.exitCode}${result.tail.length > 0 ? `: ${result.tail.slice(-3).join(' | ')}` : ''}`);
     if (exitedOk) {
-      await commitRun(db, world, ev, contextId, result);
-      await wakeAfterCommit(world, ev, result);
+      const secretCommit = await commitRun(db, world, ev, contextId, result, store.secrets);
+      await wakeAfterCommit(world, ev, result, secretCommit);
     } else {
       await db.transaction().execute(async (tx) => {
         await tx

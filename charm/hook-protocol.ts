@@ -27,6 +27,36 @@ export const RelationSnapshot = z.object({
 });
 export type RelationSnapshot = z.infer<typeof RelationSnapshot>;
 
+/** A secret this unit owns (its application's, for every unit of it), as a hook sees it. */
+export const OwnedSecret = z.object({
+  /** The bare id (20 characters); tools print `secret:<id>`. */
+  id: z.string(),
+  owner: z.enum(['application', 'unit']),
+  label: z.string().default(''),
+  description: z.string().default(''),
+  expiry: z.string().nullable().default(null),
+  rotation: z.string().nullable().default(null),
+  /** The latest revision, and every revision still kept. */
+  revision: z.number().int(),
+  revisions: z.array(z.number().int()),
+  /** The latest revision's content. */
+  content: StringMap,
+  /** Grants: the application or unit, and the relation it goes with. */
+  access: z.array(z.object({ target: z.string(), relation: z.number().int() })).default([]),
+});
+
+/** A secret granted to this unit (through a relation), as a hook sees it. */
+export const GrantedSecret = z.object({
+  id: z.string(),
+  /** The label this unit gave it (secret-get --label). */
+  label: z.string().default(''),
+  /** The revision the unit tracks (null: it never read the secret) and its content. */
+  revision: z.number().int().nullable(),
+  content: StringMap.nullable(),
+  latestRevision: z.number().int(),
+  latestContent: StringMap,
+});
+
 export const HookContext = z.object({
   /** Unique per hook execution and stable across retries of the same execution. */
   contextId: z.string().regex(/^[A-Za-z0-9._-]+$/),
@@ -75,11 +105,69 @@ export const HookContext = z.object({
       params: z.record(z.string(), z.unknown()),
     })
     .optional(),
+  /** Juju secrets the unit owns or has been granted, with their content (secret-get). */
+  secrets: z
+    .object({ owned: z.array(OwnedSecret).default([]), granted: z.array(GrantedSecret).default([]) })
+    .default({ owned: [], granted: [] }),
+  /**
+   * A per-hook key (base64) the hook tools seal secret content with in what outlives
+   * the hook (changes.json, result.json); it leaves the machine with the context.
+   */
+  secretKey: z.string().optional(),
+  /** secret-changed, secret-remove, ...: JUJU_SECRET_ID, JUJU_SECRET_LABEL, JUJU_SECRET_REVISION. */
+  secretEvent: z
+    .object({ id: z.string(), label: z.string().optional(), revision: z.number().int().optional() })
+    .optional(),
   /** Kill the hook (whole process group) after this long. */
   timeoutSeconds: z.number().int().positive().default(3600),
 });
 export type HookContext = z.infer<typeof HookContext>;
 export type HookContextInput = z.input<typeof HookContext>;
+
+export const SecretOp = z.discriminatedUnion('op', [
+  z.object({
+    op: z.literal('add'),
+    id: z.string().regex(/^[0-9a-v]{20}$/),
+    owner: z.enum(['application', 'unit']),
+    content: z.string(),
+    label: z.string().optional(),
+    description: z.string().optional(),
+    expire: z.string().optional(),
+    rotate: z.string().optional(),
+  }),
+  z.object({
+    op: z.literal('set'),
+    id: z.string(),
+    content: z.string().optional(),
+    label: z.string().optional(),
+    description: z.string().optional(),
+    expire: z.string().optional(),
+    rotate: z.string().optional(),
+  }),
+  z.object({ op: z.literal('remove'), id: z.string(), revision: z.number().int().optional() }),
+  z.object({
+    op: z.literal('grant'),
+    id: z.string(),
+    relationId: z.number().int(),
+    app: z.string(),
+    unit: z.string().optional(),
+  }),
+  z.object({
+    op: z.literal('revoke'),
+    id: z.string(),
+    relationId: z.number().int().optional(),
+    app: z.string().optional(),
+    unit: z.string().optional(),
+  }),
+  /** A consumer moved to a revision (secret-get's first read, --refresh) or labelled the secret. */
+  z.object({
+    op: z.literal('track'),
+    id: z.string(),
+    revision: z.number().int().optional(),
+    label: z.string().optional(),
+  }),
+]);
+export type SecretOp = z.infer<typeof SecretOp>;
 
 /** What a successful hook commits. Keys with null values are deletions. */
 export const HookChanges = z.object({
@@ -99,6 +187,11 @@ export const HookChanges = z.object({
   ports: z.array(z.string()),
   actionResults: z.record(z.string(), z.unknown()).default({}),
   actionFailed: z.string().nullable().default(null),
+  /**
+   * What the hook did to secrets, in order (the hook tools' records); content is
+   * sealed under the hook's secretKey. Applied by activities/charm-secrets.ts.
+   */
+  secretOps: z.array(SecretOp).default([]),
 });
 export type HookChanges = z.infer<typeof HookChanges>;
 

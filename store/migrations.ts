@@ -5,6 +5,7 @@ import { m012 } from './migrations/012-app-backups.ts';
 import { m013 } from './migrations/013-controller-backups.ts';
 import { m014 } from './migrations/014-kubernetes.ts';
 import { m015 } from './migrations/015-model-migrations.ts';
+import { m016 } from './migrations/016-charm-secrets.ts';
 import { SecretBox } from './secret-box.ts';
 
 const m001 = `
@@ -410,6 +411,7 @@ export const migrations: Record<string, MigrationEntry> = {
   '013_controller_backups': m013,
   '014_kubernetes': m014,
   '015_model_migrations': m015,
+  '016_charm_secrets': m016,
 };
 
 export class StaticMigrationProvider implements MigrationProvider {

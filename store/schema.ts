@@ -1,6 +1,7 @@
 // Row types of the model store, as Kysely sees them. Mirrors migrations.ts.
 import type { ColumnType, Generated, JSONColumnType, Selectable } from 'kysely';
 import type { AppBackupsTables } from './schema-app-backups.ts';
+import type { CharmSecretsTables } from './schema-charm-secrets.ts';
 import type { ControllerBackupsTables } from './schema-controller-backups.ts';
 import type { KubernetesTables } from './schema-kubernetes.ts';
 import type { ModelMigrationsTables } from './schema-model-migrations.ts';
@@ -259,7 +260,12 @@ export interface ModelSequencesTable {
   value: number;
 }
 
-export interface Database extends AppBackupsTables, ControllerBackupsTables, ModelMigrationsTables, KubernetesTables {
+export interface Database
+  extends AppBackupsTables,
+    CharmSecretsTables,
+    ControllerBackupsTables,
+    ModelMigrationsTables,
+    KubernetesTables {
   model_sequences: ModelSequencesTable;
   clouds: CloudsTable;
   credentials: CredentialsTable;

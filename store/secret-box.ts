@@ -103,6 +103,14 @@ export class SecretBox {
     return SecretBox.isSealed(value) ? value : this.seal(value);
   }
 
+  /**
+   * A key of its own for one purpose (HMAC of the purpose under this key): the same
+   * for the same purpose, unrelated to this key for anyone who does not hold it.
+   */
+  derive(purpose: string): Buffer {
+    return createHmac('sha256', this.key).update(`charmflow derived key: ${purpose}`).digest();
+  }
+
   /** Names this key without revealing it: the store keeps it to refuse a different key. */
   keyCheck(): string {
     return createHmac('sha256', this.key).update('charmflow secret key check').digest('base64');

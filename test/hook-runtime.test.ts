@@ -334,8 +334,8 @@ describe('hook runtime', () => {
     // errors: exit codes and the wording ops relies on
     assert.equal(out('rg-notfound.code'), '2\n');
     assert.match(out('rg-notfound.err'), /^ERROR invalid value "db:99" for option -r: relation not found\n$/);
-    assert.equal(out('secret.code'), '1\n');
-    assert.equal(out('secret.err'), 'ERROR secret-get is not supported by charmflow yet\n');
+    assert.equal(out('secret.code'), '2\n');
+    assert.equal(out('secret.err'), 'ERROR secret URI "foo" not valid\n');
     assert.equal(out('action-get.code'), '1\n');
     assert.match(out('action-get.err'), /^ERROR /);
     assert.equal(out('bogus.code'), '2\n');
@@ -371,6 +371,7 @@ describe('hook runtime', () => {
       ports: ['8080/tcp', '1000-1010/udp'],
       actionResults: {},
       actionFailed: null,
+      secretOps: [],
     });
     // the per-execution dir is private
     const hookDir = path.join(where.unitDir, '.hooks', ctx.contextId);

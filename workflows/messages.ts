@@ -41,6 +41,11 @@ export interface UnitEvent {
   supersedes?: string;
   /** An action run by an operation: its params and outcome live in the operation's row, not here. */
   action?: { operationId: number };
+  /**
+   * Secret hooks (secret-changed, secret-remove): the secret's bare id and, for
+   * secret-remove, the revision concerned. Never its content.
+   */
+  secret?: { id: string; revision?: number };
 }
 
 export interface ResolveRequest {

@@ -119,11 +119,17 @@ export function enqueueCoalescing(queue: QueuedEvent[], ev: UnitEvent): void {
     queue.push(ev);
     return;
   }
+  // (events of histories from before secrets carry no secret: unchanged for them)
   const same = (q: QueuedEvent) =>
-    q.hook === ev.hook && q.relationId === ev.relationId && q.remoteUnit === ev.remoteUnit && q.contextId === undefined;
+    q.hook === ev.hook &&
+    q.relationId === ev.relationId &&
+    q.remoteUnit === ev.remoteUnit &&
+    q.secret?.id === ev.secret?.id &&
+    q.contextId === undefined;
   const coalescible =
-    ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm'].includes(ev.hook) ||
-    ev.hook.endsWith('-relation-changed');
+    ['config-changed', 'update-status', 'leader-settings-changed', 'upgrade-charm', 'secret-changed'].includes(
+      ev.hook,
+    ) || ev.hook.endsWith('-relation-changed');
   if (coalescible) {
     let at = -1;
     for (let i = queue.length - 1; i >= 0 && at < 0; i--) if (same(queue[i])) at = i;

@@ -1420,6 +1420,14 @@ USAGE = {
     'state-get': ('[options] [<key>]', 'print server-side-state value'),
     'state-set': ('[options] key=value [key=value ...]', 'set server-side-state values'),
     'state-delete': ('<key>', 'delete server-side-state key value pairs'),
+    'secret-add': ('[options] [key[#base64|#file]=value...]', 'add a new secret'),
+    'secret-set': ('[options] <ID> [key[#base64|#file]=value...]', 'update an existing secret'),
+    'secret-get': ('[options] <ID> [key[#base64]]', 'get the content of a secret'),
+    'secret-info-get': ('[options] <ID>', 'get a secret\'s metadata info'),
+    'secret-ids': ('[options]', 'print secret IDs'),
+    'secret-remove': ('[options] <ID>', 'remove a existing secret'),
+    'secret-grant': ('[options] <ID>', 'grant access to a secret'),
+    'secret-revoke': ('[options] <ID>', 'revoke access to a secret'),
 }
 
 
@@ -2066,6 +2074,556 @@ def tool_state_delete(ctx, args):
     ctx.update_changes(fn)
 
 
+# ---------------------------------------------------------------- secrets (Juju 3)
+# The context carries the secrets this unit owns (its application's too) and those
+# granted to it, with their content (ctx.json is removed after the hook). What the
+# hook does to them is recorded in changes.json as an ordered list `secretOps`;
+# the controller applies it only if the hook exits 0. Content in that list is
+# sealed with the per-hook key the context carries (secretKey), so neither
+# changes.json nor result.json, which outlive the hook, hold a secret in the clear.
+
+_XID = '0123456789abcdefghijklmnopqrstuv'
+_ROTATE = ('never', 'hourly', 'daily', 'weekly', 'monthly', 'quarterly', 'yearly')
+_SEALED_PREFIX = 'cfhk1:'
+
+
+def _new_xid():
+    n = int.from_bytes(os.urandom(12), 'big') << 4  # 96 bits -> 20 base32hex chars
+    return ''.join(_XID[(n >> (95 - 5 * i)) & 31] for i in range(20))
+
+
+def _keystream_xor(key, nonce, data):
+    import hashlib
+    import hmac
+    stream = []
+    need = len(data)
+    counter = 0
+    while need > 0:
+        block = hmac.new(key, nonce + counter.to_bytes(8, 'big'), hashlib.sha256).digest()
+        stream.append(block)
+        need -= len(block)
+        counter += 1
+    ks = b''.join(stream)[:len(data)]
+    return (int.from_bytes(data, 'big') ^ int.from_bytes(ks, 'big')).to_bytes(len(data), 'big') if data else b''
+
+
+def _hook_keys(ctx):
+    import base64
+    import hashlib
+    import hmac
+    raw = ctx.c.get('secretKey')
+    if not raw:
+        raise ToolError('this hook context carries no secret key (controller too old?)')
+    key = base64.b64decode(raw)
+    return (hmac.new(key, b'charmflow hook secrets enc', hashlib.sha256).digest(),
+            hmac.new(key, b'charmflow hook secrets mac', hashlib.sha256).digest())
+
+
+def seal_content(ctx, content):
+    """{key: value} -> 'cfhk1:<base64 of nonce | ciphertext | tag>' under the hook's key."""
+    import base64
+    import hashlib
+    import hmac
+    enc, mac = _hook_keys(ctx)
+    nonce = os.urandom(16)
+    ct = _keystream_xor(enc, nonce, plain_json(content).encode('utf-8'))
+    tag = hmac.new(mac, nonce + ct, hashlib.sha256).digest()[:16]
+    return _SEALED_PREFIX + base64.b64encode(nonce + ct + tag).decode('ascii')
+
+
+def open_content(ctx, sealed):
+    import base64
+    import hashlib
+    import hmac
+    enc, mac = _hook_keys(ctx)
+    raw = base64.b64decode(sealed[len(_SEALED_PREFIX):])
+    nonce, ct, tag = raw[:16], raw[16:-16], raw[-16:]
+    if not hmac.compare_digest(hmac.new(mac, nonce + ct, hashlib.sha256).digest()[:16], tag):
+        raise ToolError('a pending secret change does not open with this hook\'s key')
+    return json_loads(_keystream_xor(enc, nonce, ct).decode('utf-8'))
+
+
+def parse_secret_uri(text):
+    """secret:<xid>, secret://<model-uuid>/<xid> or a bare xid -> the xid."""
+    s = text
+    if s.startswith('secret://'):
+        s = s[len('secret://'):]
+        if '/' not in s:
+            raise UsageError('secret URI %s not valid' % _q(text))
+        s = s.rsplit('/', 1)[1]
+    elif s.startswith('secret:'):
+        s = s[len('secret:'):]
+    if len(s) != 20 or any(c not in _XID for c in s):
+        raise UsageError('secret URI %s not valid' % _q(text))
+    return s
+
+
+def _uri(xid):
+    return 'secret:' + xid
+
+
+def _valid_secret_key(k):
+    # Juju: ^([a-z](?:-?[a-z0-9]){2,})$
+    if len(k) < 3 or not ('a' <= k[0] <= 'z') or k.endswith('-') or '--' in k:
+        return False
+    return all(('a' <= c <= 'z') or ('0' <= c <= '9') or c == '-' for c in k)
+
+
+def secret_content_args(args, file_name):
+    """key=value, key#base64=..., key#file=PATH and --file YAML, as Juju's CreateSecretData reads them."""
+    import base64
+    data = {}
+    for a in args:
+        if '=' not in a:
+            raise UsageError('key value %s not valid' % _q(a))
+        k, v = a.split('=', 1)
+        if k.endswith('#base64'):
+            k = k[:-len('#base64')]
+            try:
+                v = base64.b64decode(v.encode('ascii'), validate=True).decode('utf-8')
+            except Exception:
+                raise UsageError('base64 value for key %s not valid' % _q(k))
+        elif k.endswith('#file'):
+            k = k[:-len('#file')]
+            try:
+                with open(v, 'rb') as f:
+                    v = f.read().decode('utf-8')
+            except (OSError, IOError, UnicodeDecodeError) as e:
+                raise UsageError('cannot read secret value for key %s from %s: %s' % (_q(k), _q(v), e))
+        if not _valid_secret_key(k):
+            raise UsageError('key %s not valid' % _q(k))
+        data[k] = v
+    if file_name:
+        try:
+            extra = parse_settings_text(_stdin_or_file(file_name))
+        except (ValueError, ToolError) as e:
+            raise UsageError('cannot read secret data from %s: %s' % (_q(file_name), e))
+        for k, v in extra.items():
+            if k.endswith('#base64'):
+                k = k[:-len('#base64')]
+                try:
+                    v = base64.b64decode(v.encode('ascii'), validate=True).decode('utf-8')
+                except Exception:
+                    raise UsageError('base64 value for key %s not valid' % _q(k))
+            if not _valid_secret_key(k):
+                raise UsageError('key %s not valid' % _q(k))
+            data[k] = v
+    size = sum(len(k) + len(v.encode('utf-8')) for k, v in data.items())
+    if size > 64 * 1024:
+        raise ToolError('secret content of %d bytes exceeds the limit of 65536 bytes' % size)
+    return data
+
+
+def _expire_value(spec):
+    """--expire: an RFC 3339 time (with or without zone) or a positive Go duration -> RFC 3339 UTC."""
+    import time
+    if not spec:
+        return None
+    s = spec.strip()
+    if 'T' in s and s[:4].isdigit():
+        import datetime
+        t = s
+        if t.endswith('Z') or t.endswith('z'):
+            t = t[:-1] + '+00:00'
+        try:
+            dt = datetime.datetime.fromisoformat(t)
+        except ValueError:
+            raise UsageError('expire time or duration %s not valid' % _q(spec))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=datetime.timezone.utc)
+        return dt.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    units = {'ns': 1e-9, 'us': 1e-6, 'µs': 1e-6, 'ms': 1e-3, 's': 1, 'm': 60, 'h': 3600}
+    total = 0.0
+    i = 0
+    if not s:
+        raise UsageError('expire time or duration %s not valid' % _q(spec))
+    while i < len(s):
+        j = i
+        while j < len(s) and (s[j].isdigit() or s[j] == '.'):
+            j += 1
+        k = j
+        while k < len(s) and not (s[k].isdigit() or s[k] == '.'):
+            k += 1
+        num, unit = s[i:j], s[j:k]
+        if not num or unit not in units:
+            raise UsageError('expire time or duration %s not valid' % _q(spec))
+        total += float(num) * units[unit]
+        i = k
+    if total <= 0:
+        raise UsageError('negative expire duration %s not valid' % _q(spec))
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(time.time() + total))
+
+
+def _rotate_value(v):
+    if v and v not in _ROTATE:
+        raise UsageError('rotate policy %s not valid' % _q(v))
+    return v or None
+
+
+def secret_state(ctx):
+    """The unit's secrets as the hook sees them now: the context with this hook's
+    pending operations applied, in order. Returns (owned, granted): xid -> dict."""
+    import copy
+    sec = ctx.c.get('secrets') or {}
+    owned = dict((s['id'], copy.deepcopy(s)) for s in sec.get('owned') or ())
+    granted = dict((s['id'], copy.deepcopy(s)) for s in sec.get('granted') or ())
+    for op in ctx.changes().get('secretOps') or ():
+        kind = op.get('op')
+        sid = op.get('id')
+        if kind == 'add':
+            owned[sid] = {'id': sid, 'owner': op['owner'], 'label': op.get('label') or '',
+                          'description': op.get('description') or '', 'expiry': op.get('expire'),
+                          'rotation': op.get('rotate'), 'revision': 1, 'revisions': [1],
+                          'content': open_content(ctx, op['content']), 'access': [], 'bumped': True}
+        elif kind == 'set' and sid in owned:
+            s = owned[sid]
+            if op.get('content') is not None:
+                if not s.get('bumped'):
+                    s['revision'] = int(s.get('revision') or 0) + 1
+                    s.setdefault('revisions', []).append(s['revision'])
+                    s['bumped'] = True
+                s['content'] = open_content(ctx, op['content'])
+            for f, key in (('label', 'label'), ('description', 'description'), ('expire', 'expiry'),
+                           ('rotate', 'rotation')):
+                if op.get(f) is not None:
+                    s[key] = op[f]
+        elif kind == 'remove' and sid in owned:
+            rev = op.get('revision')
+            if rev is None:
+                del owned[sid]
+            else:
+                s = owned[sid]
+                s['revisions'] = [r for r in s.get('revisions') or () if r != rev]
+        elif kind == 'grant' and sid in owned:
+            acc = owned[sid].setdefault('access', [])
+            entry = {'target': op.get('unit') or op.get('app'), 'relation': op.get('relationId')}
+            if entry not in acc:
+                acc.append(entry)
+        elif kind == 'revoke' and sid in owned:
+            acc = owned[sid].get('access') or []
+            who = op.get('unit') or op.get('app')
+            owned[sid]['access'] = [a for a in acc if a.get('target') != who and
+                                    not (op.get('app') and str(a.get('target', '')).split('/')[0] == op['app'])]
+        elif kind == 'track' and sid in granted:
+            g = granted[sid]
+            if op.get('revision') is not None:
+                g['revision'] = op['revision']
+                g['content'] = g.get('latestContent')
+            if op.get('label') is not None:
+                g['label'] = op['label']
+    return owned, granted
+
+
+def _may_manage(ctx, s):
+    if s.get('owner') == 'unit':
+        return True  # only the owning unit's context holds it
+    return ctx.is_leader
+
+
+def _find_secret(ctx, owned, granted, xid=None, label=None):
+    """-> ('owned'|'granted', entry) or raises a not-found error."""
+    if xid is not None:
+        if xid in owned:
+            return 'owned', owned[xid]
+        if xid in granted:
+            return 'granted', granted[xid]
+        raise ToolError('secret %s not found' % _q(xid))
+    for s in owned.values():
+        if s.get('label') == label:
+            return 'owned', s
+    for s in granted.values():
+        if s.get('label') == label:
+            return 'granted', s
+    raise ToolError('secret with label %s not found' % _q(label))
+
+
+def _record_op(ctx, op):
+    def fn(ch):
+        ch.setdefault('secretOps', []).append(op)
+    ctx.update_changes(fn)
+
+
+def _owned_for_change(ctx, args0, verb):
+    xid = parse_secret_uri(args0)
+    owned, granted = secret_state(ctx)
+    if xid not in owned:
+        if xid in granted:
+            raise ToolError('cannot %s secret %s: permission denied (this unit does not own it)' % (verb, _q(xid)))
+        raise ToolError('secret %s not found' % _q(xid))
+    s = owned[xid]
+    if not _may_manage(ctx, s):
+        raise ToolError('cannot %s secret %s: permission denied (an application-owned secret is '
+                        'managed by the leader only)' % (verb, _q(xid)))
+    return xid, s, owned
+
+
+def _label_taken(owned, label, owner, but=None):
+    return any(s.get('label') == label and s.get('owner') == owner and s['id'] != but for s in owned.values())
+
+
+_UPSERT_FLAGS = {'expire': ('str', 'expire'), 'rotate': ('str', 'rotate'), 'description': ('str', 'description'),
+                 'label': ('str', 'label'), 'file': ('str', 'file'), 'owner': ('str', 'owner')}
+
+
+def tool_secret_add(ctx, args):
+    opts, pos = parse_args(args, _UPSERT_FLAGS)
+    if not pos and not opts.get('file'):
+        raise UsageError('missing secret value or filename')
+    expire = _expire_value(opts.get('expire'))
+    rotate = _rotate_value(opts.get('rotate'))
+    owner = opts.get('owner', 'application')
+    if owner not in ('application', 'unit'):
+        raise UsageError('secret owner %s not valid' % _q(owner))
+    content = secret_content_args(pos, opts.get('file'))
+    if not content:
+        raise ToolError('empty secret value not valid')
+    if owner == 'application' and not ctx.is_leader:
+        raise ToolError('cannot add an application-owned secret: permission denied (this unit is not the leader)')
+    owned, _ = secret_state(ctx)
+    label = opts.get('label')
+    if label and _label_taken(owned, label, owner):
+        raise ToolError('secret with label %s already exists' % _q(label))
+    xid = _new_xid()
+    op = {'op': 'add', 'id': xid, 'owner': owner, 'content': seal_content(ctx, content)}
+    for f in ('label', 'description'):
+        if opts.get(f):
+            op[f] = opts[f]
+    if expire:
+        op['expire'] = expire
+    if rotate:
+        op['rotate'] = rotate
+    _record_op(ctx, op)
+    sys.stdout.write(_uri(xid) + '\n')
+
+
+def tool_secret_set(ctx, args):
+    opts, pos = parse_args(args, _UPSERT_FLAGS)
+    if not pos:
+        raise UsageError('missing secret URI')
+    expire = _expire_value(opts.get('expire'))
+    rotate = _rotate_value(opts.get('rotate'))
+    content = secret_content_args(pos[1:], opts.get('file'))
+    xid, s, owned = _owned_for_change(ctx, pos[0], 'update')
+    label = opts.get('label')
+    if label and _label_taken(owned, label, s.get('owner'), but=xid):
+        raise ToolError('secret with label %s already exists' % _q(label))
+    op = {'op': 'set', 'id': xid}
+    if content:
+        op['content'] = seal_content(ctx, content)
+    for f in ('label', 'description'):
+        if opts.get(f):
+            op[f] = opts[f]
+    if expire:
+        op['expire'] = expire
+    if rotate:
+        op['rotate'] = rotate
+    if len(op) > 2:
+        _record_op(ctx, op)
+
+
+def tool_secret_get(ctx, args):
+    spec = {'format': (_secret_format, 'format'), 'o': ('str', 'output'), 'output': ('str', 'output'),
+            'label': ('str', 'label'), 'peek': ('bool', 'peek'), 'refresh': ('bool', 'refresh')}
+    opts, pos = parse_args(args, spec)
+    opts.setdefault('format', 'yaml')
+    xid = None
+    if pos:
+        try:
+            xid = parse_secret_uri(pos[0])
+        except UsageError:
+            raise UsageError('secret URI %s not valid' % _q(pos[0]))
+        pos = pos[1:]
+    label = opts.get('label')
+    if xid is None and not label:
+        raise UsageError('require either a secret URI or label')
+    if opts.get('peek') and opts.get('refresh'):
+        raise UsageError('specify one of --peek or --refresh but not both')
+    key = None
+    if pos:
+        key = pos[0]
+        check_empty(pos[1:])
+    owned, granted = secret_state(ctx)
+    try:
+        kind, s = _find_secret(ctx, owned, granted, xid, None if xid else label)
+    except ToolError:
+        if xid is not None:
+            raise ToolError('secret %s not found (or not granted to %s)' % (_q(xid), ctx.unit))
+        raise
+    if kind == 'owned':
+        # an owner always reads the latest revision, with this hook's own changes
+        content = s.get('content') or {}
+        if xid is not None and label and label != s.get('label') and _may_manage(ctx, s):
+            if _label_taken(owned, label, s.get('owner'), but=s['id']):
+                raise ToolError('secret with label %s already exists' % _q(label))
+            _record_op(ctx, {'op': 'set', 'id': s['id'], 'label': label})
+    else:
+        track = {}
+        if opts.get('peek') or opts.get('refresh') or s.get('revision') is None:
+            content = s.get('latestContent') or {}
+            if not opts.get('peek') and s.get('revision') != s.get('latestRevision'):
+                track['revision'] = s.get('latestRevision')
+        else:
+            content = s.get('content') or {}
+        if xid is not None and label and label != s.get('label'):
+            track['label'] = label
+        if track:
+            track.update({'op': 'track', 'id': s['id']})
+            _record_op(ctx, track)
+    out = Out(opts)
+    if key is None:
+        out.write(dict(content))
+        return
+    b64 = key.endswith('#base64')
+    if b64:
+        key = key[:-len('#base64')]
+    if key not in content:
+        raise ToolError('secret key %s not found' % _q(key))
+    value = content[key]
+    if b64:
+        import base64
+        value = base64.b64encode(value.encode('utf-8')).decode('ascii')
+    out.write(value)
+
+
+def _secret_format(val):
+    if val not in ('yaml', 'json'):
+        raise UsageError('unknown format %s' % _q(val))
+    return val
+
+
+def tool_secret_info_get(ctx, args):
+    spec = {'format': (_secret_format, 'format'), 'o': ('str', 'output'), 'output': ('str', 'output'),
+            'label': ('str', 'label')}
+    opts, pos = parse_args(args, spec)
+    opts.setdefault('format', 'yaml')
+    xid = None
+    if pos:
+        xid = parse_secret_uri(pos[0])
+        pos = pos[1:]
+    label = opts.get('label')
+    if xid is None and not label:
+        raise UsageError('require either a secret URI or label')
+    if xid is not None and label:
+        raise UsageError('specify either a secret URI or label but not both')
+    check_empty(pos)
+    owned, _ = secret_state(ctx)
+    found = None
+    for s in owned.values():
+        if not _may_manage(ctx, s):
+            continue
+        if (xid is not None and s['id'] == xid) or (xid is None and s.get('label') == label):
+            found = s
+            break
+    if found is None:
+        raise ToolError('secret %s not found' % _q(xid if xid is not None else label))
+    md = Ordered()
+    md['revision'] = int(found.get('revision') or 0)
+    md['label'] = found.get('label') or ''
+    md['owner'] = found.get('owner') or 'application'
+    if found.get('description'):
+        md['description'] = found['description']
+    if found.get('rotation'):
+        md['rotation'] = found['rotation']
+    if found.get('expiry'):
+        md['expiry'] = found['expiry']
+    access = []
+    for a in found.get('access') or ():
+        target = str(a.get('target') or '')
+        entry = Ordered()
+        entry['target'] = ('unit-' + target.replace('/', '-')) if '/' in target else ('application-' + target)
+        entry['scope'] = 'relation-%s' % a.get('relation')
+        entry['role'] = 'view'
+        access.append(entry)
+    if access:
+        md['access'] = access
+    Out(opts).write({found['id']: md})
+
+
+def tool_secret_ids(ctx, args):
+    opts, pos = parse_args(args, FORMAT_FLAGS)
+    check_empty(pos)
+    owned, _ = secret_state(ctx)
+    Out(opts).write(StrList(sorted(s['id'] for s in owned.values() if _may_manage(ctx, s))))
+
+
+def tool_secret_remove(ctx, args):
+    def revision(v):
+        if not v.isdigit():
+            raise UsageError('invalid value %s for option --revision' % _q(v))
+        return int(v)
+    opts, pos = parse_args(args, {'revision': (revision, 'revision')})
+    if not pos:
+        raise UsageError('missing secret URI')
+    check_empty(pos[1:])
+    xid, s, _ = _owned_for_change(ctx, pos[0], 'remove')
+    op = {'op': 'remove', 'id': xid}
+    rev = opts.get('revision') or 0
+    if rev > 0:
+        if rev not in (s.get('revisions') or ()):
+            raise ToolError('secret revision %s not found' % _q('%s/%d' % (xid, rev)))
+        op['revision'] = rev
+    _record_op(ctx, op)
+
+
+def _grant_target(ctx, opts):
+    rid = opts.get('rid')
+    if rid is None:
+        raise UsageError('no relation id specified')
+    rel = ctx.relation(rid)
+    return rid, rel.get('remoteApplication', '')
+
+
+def tool_secret_grant(ctx, args):
+    spec = {'r': _relation_flag(ctx), 'relation': _relation_flag(ctx), 'unit': ('str', 'unit')}
+    opts, pos = parse_args(args, spec)
+    if not pos:
+        raise UsageError('missing secret URI')
+    xid = parse_secret_uri(pos[0])
+    rid, app = _grant_target(ctx, opts)
+    unit = opts.get('unit')
+    if unit:
+        if '/' not in unit or not unit.split('/', 1)[1].isdigit():
+            raise UsageError('unit %s not valid' % _q(unit))
+        if unit.split('/', 1)[0] != app:
+            raise UsageError('cannot specify unit %s in relation to application %s' % (_q(unit), _q(app)))
+    check_empty(pos[1:])
+    xid, _, _ = _owned_for_change(ctx, pos[0], 'grant access to')
+    op = {'op': 'grant', 'id': xid, 'relationId': rid, 'app': app}
+    if unit:
+        op['unit'] = unit
+    _record_op(ctx, op)
+
+
+def tool_secret_revoke(ctx, args):
+    spec = {'r': _relation_flag(ctx), 'relation': _relation_flag(ctx), 'unit': ('str', 'unit'),
+            'app': ('str', 'app'), 'application': ('str', 'app')}
+    opts, pos = parse_args(args, spec)
+    if not pos:
+        raise UsageError('missing secret URI')
+    parse_secret_uri(pos[0])
+    app = opts.get('app')
+    unit = opts.get('unit')
+    if app and unit:
+        raise UsageError('specify only one of application or unit')
+    rid = opts.get('rid')
+    if rid is not None:
+        if app:
+            raise UsageError('do not specify both relation and app')
+        app = ctx.relation(rid).get('remoteApplication', '')
+    if not app and not unit:
+        raise UsageError('missing relation or application or unit')
+    check_empty(pos[1:])
+    xid, _, _ = _owned_for_change(ctx, pos[0], 'revoke access to')
+    op = {'op': 'revoke', 'id': xid}
+    if unit:
+        op['unit'] = unit
+    else:
+        op['app'] = app
+    if rid is not None:
+        op['relationId'] = rid
+    _record_op(ctx, op)
+
+
 TOOLS = {
     'juju-log': tool_juju_log,
     'is-leader': tool_is_leader,
@@ -2093,11 +2651,18 @@ TOOLS = {
     'state-get': tool_state_get,
     'state-set': tool_state_set,
     'state-delete': tool_state_delete,
+    'secret-add': tool_secret_add,
+    'secret-set': tool_secret_set,
+    'secret-get': tool_secret_get,
+    'secret-info-get': tool_secret_info_get,
+    'secret-ids': tool_secret_ids,
+    'secret-remove': tool_secret_remove,
+    'secret-grant': tool_secret_grant,
+    'secret-revoke': tool_secret_revoke,
 }
 
 UNSUPPORTED = (
-    'credential-get', 'secret-add', 'secret-get', 'secret-info-get', 'secret-set', 'secret-grant',
-    'secret-revoke', 'secret-remove', 'secret-ids', 'storage-list', 'storage-get', 'storage-add',
+    'credential-get', 'storage-list', 'storage-get', 'storage-add',
     'resource-get', 'juju-reboot', 'add-metric', 'pod-spec-get', 'pod-spec-set', 'k8s-spec-set',
     'k8s-raw-set', 'payload-register', 'payload-status-set', 'payload-unregister',
 )

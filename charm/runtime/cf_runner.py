@@ -331,6 +331,13 @@ def hook_env(ctx, hook_dir):
     else:
         env['JUJU_ACTION_NAME'] = name
         env['JUJU_ACTION_UUID'] = str(ctx['action'].get('id', ''))
+    secret = ctx.get('secretEvent')
+    if secret:
+        env['JUJU_SECRET_ID'] = secret['id']
+        if secret.get('label'):
+            env['JUJU_SECRET_LABEL'] = secret['label']
+        if secret.get('revision') is not None:
+            env['JUJU_SECRET_REVISION'] = str(secret['revision'])
     rel = ctx.get('relation')
     if rel is not None:
         snap = None
@@ -713,7 +720,7 @@ def build_changes(ctx, hook_dir):
     ports = ch.get('ports')
     if ports is None:
         ports = list(ctx.get('ports') or [])
-    return {
+    changes = {
         'relationSettings': ch.get('relationSettings') or {},
         'leaderSettings': ch.get('leaderSettings') or {},
         'charmState': ch.get('charmState') or {},
@@ -721,6 +728,10 @@ def build_changes(ctx, hook_dir):
         'actionResults': ch.get('actionResults') or {},
         'actionFailed': ch.get('actionFailed'),
     }
+    if ch.get('secretOps'):
+        # content in it is sealed under the hook's key (see cf_hook_tool.seal_content)
+        changes['secretOps'] = ch['secretOps']
+    return changes
 
 
 def result_event(exit_code, skipped, timed_out, duration_ms, tail, changes, replayed=False):
