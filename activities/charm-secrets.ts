@@ -168,6 +168,25 @@ export async function secretsContext(
   };
 }
 
+async function sameContent(
+  tx: Tx,
+  box: SecretBox,
+  id: string,
+  revision: number,
+  content: Record<string, string>,
+): Promise<boolean> {
+  const row = await tx
+    .selectFrom('charm_secret_revisions')
+    .select('content')
+    .where('secret_id', '=', id)
+    .where('revision', '=', revision)
+    .executeTakeFirst();
+  if (!row) return false;
+  const now = JSON.parse(box.open(row.content)) as Record<string, string>;
+  const keys = Object.keys(now);
+  return keys.length === Object.keys(content).length && keys.every((k) => content[k] === now[k]);
+}
+
 /** What a commit did that other units hear of. */
 export interface SecretCommit {
   /** Secrets that got a new revision. */
@@ -247,8 +266,11 @@ export async function applySecretOps(
         if (op.expire !== undefined) meta.expire_at = op.expire;
         if (op.rotate !== undefined) meta.rotate_policy = op.rotate;
         if (op.content !== undefined) {
-          const content = box.seal(JSON.stringify(openHookContent(key, op.content)));
-          if (revisedNow.has(op.id)) {
+          const plain = openHookContent(key, op.content);
+          const content = box.seal(JSON.stringify(plain));
+          if (!revisedNow.has(op.id) && (await sameContent(tx, box, op.id, s.latest_revision, plain))) {
+            // the same content again makes no new revision (Juju compares checksums)
+          } else if (revisedNow.has(op.id)) {
             await tx
               .updateTable('charm_secret_revisions')
               .set({ content })

@@ -2278,11 +2278,14 @@ def secret_state(ctx):
         elif kind == 'set' and sid in owned:
             s = owned[sid]
             if op.get('content') is not None:
-                if not s.get('bumped'):
+                new = open_content(ctx, op['content'])
+                if not s.get('bumped') and new == s.get('content'):
+                    pass  # the same content makes no new revision (Juju compares checksums)
+                elif not s.get('bumped'):
                     s['revision'] = int(s.get('revision') or 0) + 1
                     s.setdefault('revisions', []).append(s['revision'])
                     s['bumped'] = True
-                s['content'] = open_content(ctx, op['content'])
+                s['content'] = new
             for f, key in (('label', 'label'), ('description', 'description'), ('expire', 'expiry'),
                            ('rotate', 'rotation')):
                 if op.get(f) is not None:
