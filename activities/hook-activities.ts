@@ -970,8 +970,22 @@ export function createHookActivities(deps: ActivityDeps) {
         if (j >= runs.length || j > current + PRESTART_AHEAD || early[j]) return;
         early[j] = startEarly(ref, runs[j].event.hook, { ahead: j > current, onOut: () => prestart(j + 1) });
       };
+      const refreshing = runs[0]?.event.hook === 'upgrade-charm';
       try {
-        replaced = await machineReplaced(ref);
+        // a pod going and its successor starting take a while: the activity says it is alive
+        const alive = Context.current();
+        const beat = setInterval(() => alive.heartbeat(), 1000);
+        try {
+          if (refreshing && runs[0].event.ship) {
+            // a refresh on kubernetes: the pod is made again from the new template now,
+            // so the refresh's upgrade-charm is the first hook the new pod runs
+            const k8s = await kubernetesModel(db, ref.modelUuid);
+            if (k8s) await kubernetes.renewPod(k8s, ref.unit);
+          }
+          replaced = await machineReplaced(ref);
+        } finally {
+          clearInterval(beat);
+        }
         if (opts.prepare || replaced) {
           const world = await loadWorld(db, ref);
           if (world) {
@@ -989,7 +1003,6 @@ export function createHookActivities(deps: ActivityDeps) {
         } else {
           prestart(0);
         }
-        const refreshing = runs[0]?.event.hook === 'upgrade-charm';
         if (replaced && !refreshing) await restartOn(ref, replaced, RESTART_HOOKS);
         let whole = true;
         for (const [i, run] of runs.entries()) {

@@ -187,18 +187,27 @@ export function createKubernetesProvider(deps: ActivityDeps) {
      * from the new template); its unit's next hooks find the new pod and deliver the
      * runtime and charm to it first.
      */
-    async refreshPods(model: KubernetesModel, units: string[]): Promise<void> {
+    async refreshTemplate(model: KubernetesModel, units: string[]): Promise<void> {
       const apps = [...new Set(units.map((u) => u.split('/')[0]))];
       for (const app of apps) await reconcileApplication(model, app);
+    },
+
+    /**
+     * The unit's pod is made again from its StatefulSet's template when it runs
+     * another charm revision than the template says (a refresh, or its rollback).
+     * Called by the unit's own agent right before the refresh's upgrade-charm, so
+     * no other hook of the unit runs between the pod going and that hook.
+     */
+    async renewPod(model: KubernetesModel, unit: string): Promise<boolean> {
       const c = await cluster(model.cloud);
-      for (const unit of units) {
-        const app = unit.split('/')[0];
-        const sts = await c.readStatefulSet(model.namespace, app);
-        const pod = await c.readPod(model.namespace, unitPod(unit));
-        const want = sts?.spec?.template.metadata?.annotations?.['charmflow.io/charm-revision'];
-        const have = pod?.metadata?.annotations?.['charmflow.io/charm-revision'];
-        if (pod && want !== undefined && want !== have) await c.replacePod(model.namespace, unitPod(unit));
-      }
+      const app = unit.split('/')[0];
+      const sts = await c.readStatefulSet(model.namespace, app);
+      const pod = await c.readPod(model.namespace, unitPod(unit));
+      const want = sts?.spec?.template.metadata?.annotations?.['charmflow.io/charm-revision'];
+      const have = pod?.metadata?.annotations?.['charmflow.io/charm-revision'];
+      if (!pod || want === undefined || want === have) return false;
+      await c.replacePod(model.namespace, unitPod(unit));
+      return true;
     },
 
     /** destroy-model: what charmflow made in the namespace goes, and the namespace if charmflow made it. */

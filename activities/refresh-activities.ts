@@ -28,9 +28,10 @@ export function createRefreshActivities(deps: ActivityDeps) {
         .where('model_uuid', '=', modelUuid)
         .where('name', 'in', units)
         .execute();
-      // on kubernetes the pod template follows, and these units' pods are made again from it
+      // on kubernetes the pod template follows; each unit's pod is made again from it by
+      // the unit's agent, right before the refresh's upgrade-charm (hook-activities.ts)
       const k8s = await kubernetesModel(db, modelUuid);
-      if (k8s) await kubernetes.refreshPods(k8s, units);
+      if (k8s) await kubernetes.refreshTemplate(k8s, units);
     },
 
     /** Workload and agent status of each unit, and whether its machine is down. */
