@@ -67,6 +67,10 @@ export const RESTORED_TABLES = [
   'integrations',
   'integration_endpoints',
   'relation_data',
+  'charm_secrets',
+  'charm_secret_revisions',
+  'charm_secret_grants',
+  'charm_secret_consumers',
   'status_history',
   'log_entries',
   'hook_runs',
@@ -226,6 +230,8 @@ function modelRows(table: string, cols: Set<string>, uuid: string): RawBuilder<u
           WHERE u.model_uuid = ${uuid} AND u.charm_revision IS NOT NULL)`;
     case 'secret_keys':
       return sql``;
+    case 'charm_secret_revisions':
+      return sql`WHERE t.secret_id IN (SELECT id FROM charm_secrets WHERE model_uuid = ${uuid})`;
     default:
       return cols.has('model_uuid') ? sql`WHERE t.model_uuid = ${uuid}` : null;
   }
@@ -808,6 +814,26 @@ export async function applyRestore(tx: Tx, backup: ParsedBackup, plan: RestorePl
   const ofIntegrations = (t: string) => all(t).filter((r) => ids.has(Number(r.integration_id)));
   await insertRows(tx, 'integration_endpoints', ofIntegrations('integration_endpoints'));
   await insertRows(tx, 'relation_data', ofIntegrations('relation_data'));
+  // charms' own secrets (secret-add): their revisions, sealed as all secrets are;
+  // grants go with the relations restored
+  const charmSecrets = inModels('charm_secrets');
+  const secretIds = new Set(charmSecrets.map((r) => S(r.id)));
+  await insertRows(tx, 'charm_secrets', charmSecrets);
+  await insertRows(
+    tx,
+    'charm_secret_revisions',
+    all('charm_secret_revisions').filter((r) => secretIds.has(S(r.secret_id))),
+  );
+  await insertRows(
+    tx,
+    'charm_secret_grants',
+    ofIntegrations('charm_secret_grants').filter((r) => secretIds.has(S(r.secret_id))),
+  );
+  await insertRows(
+    tx,
+    'charm_secret_consumers',
+    inModels('charm_secret_consumers').filter((r) => secretIds.has(S(r.secret_id))),
+  );
   // history keeps its order, under ids of this store
   await insertRows(tx, 'status_history', inModels('status_history'), { omit: ['id'] });
   await insertRows(tx, 'log_entries', inModels('log_entries'), { omit: ['id'] });

@@ -120,6 +120,26 @@ for (const backend of storeBackends)
         .insertInto('relation_data')
         .values({ integration_id: 7, model_uuid: uuid, owner: 'app/0', settings: '{"k":"v"}', version: 4 })
         .execute();
+      // a charm's own secret (secret-add), granted on relation 7, tracked by app/0
+      await db
+        .insertInto('charm_secrets')
+        .values({ id: 'cs1', model_uuid: uuid, owner_kind: 'application', owner: 'app', latest_revision: 2 })
+        .execute();
+      await db
+        .insertInto('charm_secret_revisions')
+        .values([
+          { secret_id: 'cs1', revision: 1, content: a.secrets.seal('{"pw":"one"}') },
+          { secret_id: 'cs1', revision: 2, content: a.secrets.seal(`{"pw":"${SECRET}"}`) },
+        ])
+        .execute();
+      await db
+        .insertInto('charm_secret_grants')
+        .values({ secret_id: 'cs1', integration_id: 7, model_uuid: uuid, application: 'app' })
+        .execute();
+      await db
+        .insertInto('charm_secret_consumers')
+        .values({ secret_id: 'cs1', model_uuid: uuid, unit: 'app/0', revision: 1 })
+        .execute();
       for (const s of ['one', 'two', 'three']) {
         await db
           .insertInto('status_history')
@@ -201,6 +221,16 @@ for (const backend of storeBackends)
 
       const bag = await b.db.selectFrom('relation_data').selectAll().executeTakeFirstOrThrow();
       assert.deepEqual([bag.settings, bag.version], [{ k: 'v' }, 4]);
+      const revs = await b.db.selectFrom('charm_secret_revisions').selectAll().orderBy('revision').execute();
+      assert.deepEqual(
+        revs.map((r) => b.secrets.open(r.content)),
+        ['{"pw":"one"}', `{"pw":"${SECRET}"}`],
+        "charm secrets come back, sealed with the restoring store's key",
+      );
+      const grant = await b.db.selectFrom('charm_secret_grants').selectAll().executeTakeFirstOrThrow();
+      assert.deepEqual([grant.secret_id, grant.integration_id], ['cs1', 7]);
+      const consumer = await b.db.selectFrom('charm_secret_consumers').selectAll().executeTakeFirstOrThrow();
+      assert.deepEqual([consumer.unit, consumer.revision], ['app/0', 1]);
       const history = await b.db.selectFrom('status_history').select('status').orderBy('id').execute();
       assert.deepEqual(
         history.map((h) => h.status),
