@@ -145,7 +145,8 @@ export function createToolBackend(run: ToolRunner = runTool): ModelBackend {
       ) ?? {},
     secretInfoGet: (ref) => {
       const out = json<Record<string, Omit<SecretInfo, 'id'>>>(
-        run('secret-info-get', [...secretRefArgs(ref), '--format=json']),
+        // secret-info-get takes an id or a label, not both (Juju refuses both)
+        run('secret-info-get', [...secretRefArgs(ref.id ? { id: ref.id } : ref), '--format=json']),
       );
       const [id, info] = Object.entries(out ?? {})[0] ?? [];
       if (!id) throw new SecretNotFoundError('secret-info-get', 1, 'secret not found');
