@@ -402,7 +402,7 @@ export class Cluster {
    * spec: `replicas` pods (at least those it has when absent). A changed template
    * changes no running pod (OnDelete): charmflow's refresh replaces them one by one.
    */
-  async ensureApplication(spec: ApplicationSpec, replicas: number): Promise<void> {
+  async ensureApplication(spec: ApplicationSpec, replicas: number): Promise<{ address: string | null }> {
     const { namespace, application: name } = spec;
     const labels = labelsOf(spec);
     const selector = { [MODEL_LABEL]: spec.modelUuid, [APP_LABEL]: name };
@@ -414,6 +414,9 @@ export class Cluster {
       metadata: { name, namespace, labels },
       spec: { selector, ports: [PLACEHOLDER_PORT] },
     });
+    const service = await readOrNone(() => this.core.readNamespacedService({ namespace, name }));
+    const ip = service?.spec?.clusterIP;
+    const address = ip && ip !== 'None' ? ip : null;
     const template = templateOf(spec);
     const body: V1StatefulSet = {
       metadata: { name, namespace, labels },
@@ -428,7 +431,7 @@ export class Cluster {
     };
     try {
       await this.apps.createNamespacedStatefulSet({ namespace, body });
-      return;
+      return { address };
     } catch (err) {
       if (!isConflict(err)) throw err;
     }
@@ -444,6 +447,7 @@ export class Cluster {
       },
       (sts) => this.apps.replaceNamespacedStatefulSet({ namespace, name, body: sts }),
     );
+    return { address };
   }
 
   private async ensureService(body: V1Service): Promise<void> {

@@ -83,7 +83,7 @@ export function createKubernetesProvider(deps: ActivityDeps) {
       .where('model_uuid', '=', model.uuid)
       .where('application', '=', application)
       .executeTakeFirst();
-    await c.ensureApplication(
+    const { address } = await c.ensureApplication(
       {
         namespace: model.namespace,
         modelUuid: model.uuid,
@@ -94,6 +94,13 @@ export function createKubernetesProvider(deps: ActivityDeps) {
       },
       replicas,
     );
+    await db
+      .updateTable('kubernetes_applications')
+      .set({ address })
+      .where('model_uuid', '=', model.uuid)
+      .where('application', '=', application)
+      .where((eb) => eb.or([eb('address', 'is', null), eb('address', '!=', address)]))
+      .execute();
   }
 
   return {

@@ -8,6 +8,8 @@ export interface KubernetesApplicationsTable {
   model_uuid: string;
   application: string;
   charm_image: string;
+  /** The application's address: its Service's cluster IP (null until the Service has one). */
+  address: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: Timestamp;
 }
 

@@ -190,6 +190,10 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
     assert.equal(addr, pod.status?.podIP);
     const machines = JSON.parse((await ok('machines', '-m', m, '--format', 'json')).stdout).machines;
     assert.equal(machines.length, 1);
+    // the application's address is its Service's
+    const svc = await k().core.readNamespacedService({ namespace: m, name: 'kv-web' });
+    assert.ok(svc.spec?.clusterIP && svc.spec.clusterIP !== 'None');
+    assert.equal((await status(m)).applications['kv-web'].address, svc.spec?.clusterIP);
     // the charm opened its port: the application's Service carries it
     await waitFor('service port 8080', async () => {
       const svc = await k().core.readNamespacedService({ namespace: m, name: 'kv-web' });

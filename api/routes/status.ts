@@ -23,6 +23,8 @@ const ApplicationStatus = z.object({
   version: z.string().optional(),
   scale: z.number().int(),
   exposed: z.boolean(),
+  /** Kubernetes: the application's address (its Service's cluster IP). */
+  address: z.string().optional(),
   life: z.string().optional(),
   'application-status': StatusInfo,
   /** Juju's shape: endpoint -> the applications it is integrated with. */
@@ -97,7 +99,15 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           .select(['id', 'kind', 'state', 'message', 'created_at', 'address', 'host', 'hostname', 'namespace'])
           .where('model_uuid', '=', model.uuid)
           .execute(),
-        db.selectFrom('applications').selectAll().where('model_uuid', '=', model.uuid).execute(),
+        db
+          .selectFrom('applications as a')
+          .leftJoin('kubernetes_applications as k', (j) =>
+            j.onRef('k.model_uuid', '=', 'a.model_uuid').onRef('k.application', '=', 'a.name'),
+          )
+          .selectAll('a')
+          .select('k.address as service_address')
+          .where('a.model_uuid', '=', model.uuid)
+          .execute(),
         db
           .selectFrom('units')
           .select([
@@ -187,6 +197,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           ...(a.workload_version ? { version: a.workload_version } : {}),
           scale: mine.filter((u) => u.life === 'alive').length,
           exposed: false,
+          ...(a.service_address ? { address: a.service_address } : {}),
           ...(a.life !== 'alive' ? { life: a.life } : {}),
           'application-status': { current: appStatus.current, message: appStatus.message || undefined },
           ...(relationsOf.has(a.name) ? { relations: relationsOf.get(a.name) } : {}),

@@ -13,6 +13,8 @@ const ddl: string[] = [
     model_uuid text NOT NULL,
     application text NOT NULL,
     charm_image text NOT NULL,
+    -- the application's address: its Service's cluster IP, once the Service exists
+    address text,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model_uuid, application),
     FOREIGN KEY (model_uuid, application) REFERENCES applications(model_uuid, name) ON DELETE CASCADE
