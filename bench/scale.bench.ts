@@ -6,6 +6,7 @@
 //
 // `npm run bench -- scale` runs 200 and 1000 units; CHARMFLOW_BENCH_SCALE_UNITS=200,500
 // picks other sizes.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -143,6 +144,9 @@ async function scaleOnce(units: number): Promise<Record<string, number | string>
 
 export async function scaleBench(): Promise<Record<string, number | string>> {
   const out: Record<string, number | string> = {};
+  // `npm start` builds dist/ and runs the controller from it; from stale sources
+  // `charmflow up` would run through tsx's loader, about 80 MB more resident memory
+  execFileSync(process.execPath, [join(projectRoot, 'scripts', 'build.js')], { stdio: 'inherit' });
   for (const n of SIZES) {
     console.log(`  -- ${n} units`);
     const figures = await scaleOnce(n);
