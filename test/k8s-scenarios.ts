@@ -194,6 +194,7 @@ export function k8sScenarios(env: K8sScenarioEnv): void {
     const svc = await k().core.readNamespacedService({ namespace: m, name: 'kv-web' });
     assert.ok(svc.spec?.clusterIP && svc.spec.clusterIP !== 'None');
     assert.equal((await status(m)).applications['kv-web'].address, svc.spec?.clusterIP);
+    assert.equal((await status(m)).model.type, 'caas');
     // the charm opened its port: the application's Service carries it
     await waitFor('service port 8080', async () => {
       const svc = await k().core.readNamespacedService({ namespace: m, name: 'kv-web' });

@@ -46,7 +46,8 @@ const MachineStatus = z.object({
 export const ModelStatus = z.object({
   model: z.object({
     name: z.string(),
-    type: z.literal('iaas'),
+    /** Juju's words: `caas` for a model on a kubernetes cloud, `iaas` otherwise. */
+    type: z.enum(['iaas', 'caas']),
     cloud: z.string(),
     'model-status': StatusInfo,
     life: z.string(),
@@ -142,10 +143,11 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         related(i.provider, i.requirer, i.interface);
         if (i.type !== 'peer') related(i.requirer, i.provider, i.interface);
       }
+      const cloud = await db.selectFrom('clouds').select('type').where('name', '=', model.cloud).executeTakeFirst();
       const out: ModelStatus = {
         model: {
           name: model.name,
-          type: 'iaas',
+          type: cloud?.type === 'kubernetes' ? 'caas' : 'iaas',
           cloud: model.cloud,
           'model-status': { current: model.status, message: model.message || undefined },
           life: model.life,
