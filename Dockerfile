@@ -8,7 +8,8 @@ WORKDIR /opt/charmflow
 ENV CHARMFLOW_SKIP_TEMPORAL_CLI=1 \
     CHARMFLOW_DATA_DIR=/var/lib/charmflow \
     NODE_ENV=production \
-    NODE_OPTIONS=--max-semi-space-size=4
+    NODE_OPTIONS=--max-semi-space-size=4 \
+    MALLOC_ARENA_MAX=2
 COPY package.json package-lock.json ./
 COPY scripts ./scripts
 RUN npm ci --omit=dev --no-audit --no-fund

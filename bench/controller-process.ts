@@ -29,21 +29,30 @@ export function removeDataDir(env: ControllerEnv): void {
   rmSync(env.CHARMFLOW_DATA_DIR, { recursive: true, force: true });
 }
 
-/** The node flags `npm start` runs the controller with, from package.json. */
-function startFlags(): string[] {
+/** The node flags and environment `npm start` runs the controller with, from package.json. */
+function startCommand(): { flags: string[]; env: Record<string, string> } {
   const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8'));
-  const m = /node ((?:--\S+ )*)(?:bin\/charmflow\.js up|scripts\/start\.js)/.exec(pkg.scripts.start);
+  const m = /(?:env ((?:\w+=\S* )*))?node ((?:--\S+ )*)(?:bin\/charmflow\.js up|scripts\/start\.js)/.exec(
+    pkg.scripts.start,
+  );
   if (!m) throw new Error(`cannot read the controller's node flags from "npm start": ${pkg.scripts.start}`);
-  return m[1].split(' ').filter(Boolean);
+  const env = Object.fromEntries(
+    (m[1] ?? '')
+      .split(' ')
+      .filter(Boolean)
+      .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+  );
+  return { flags: m[2].split(' ').filter(Boolean), env };
 }
 
 /** Starts `charmflow up` and waits for a healthy API; ms is the time that took. */
 export async function startUp(env: ControllerEnv, args: string[] = []): Promise<{ child: ChildProcess; ms: number }> {
   const t0 = performance.now();
   // extra flags for the controller, e.g. CHARMFLOW_BENCH_NODE_FLAGS=--cpu-prof to profile it
-  const flags = [...startFlags(), ...(process.env.CHARMFLOW_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  const start = startCommand();
+  const flags = [...start.flags, ...(process.env.CHARMFLOW_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
   const child = spawn(process.execPath, [...flags, cliPath, 'up', '--quiet', ...args], {
-    env: { ...process.env, ...env },
+    env: { ...start.env, ...process.env, ...env },
     stdio: 'ignore',
   });
   const url = `http://127.0.0.1:${env.CHARMFLOW_API_PORT}/healthz`;
