@@ -18,7 +18,7 @@ import { after, before, describe, type TestContext, test } from 'node:test';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 import { type CliResult, cliPath, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
-import { fetchKvWebPage, KV_STORE_CHARM, KV_WEB_CHARM, waitForKvWebConnected } from './helpers/kv-charms.ts';
+import { KV_STORE_CHARM, KV_WEB_CHARM, pollKvWeb, waitForKvWebConnected } from './helpers/kv-charms.ts';
 import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
 import { settle } from './helpers/relations.ts';
 import { waitFor } from './helpers/wait.ts';
@@ -140,32 +140,7 @@ describe('a worker killed mid-migration over SSH machines', { skip: unsupported 
     return q.orderBy('started_at').execute();
   };
 
-  /** Polls kv-web's page every 50 ms until stopped; counts what did not answer 200 connected. */
-  function poller(address: string) {
-    let stop = false;
-    const failures: string[] = [];
-    let requests = 0;
-    const done = (async () => {
-      while (!stop) {
-        requests++;
-        try {
-          const r = await fetchKvWebPage(address, 8080, 5000);
-          if (r.status !== 200 || r.page.state !== 'connected')
-            failures.push(`${r.status} ${r.body.trim().slice(0, 120)}`);
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    })();
-    return {
-      async end() {
-        stop = true;
-        await done;
-        return { requests, failures };
-      },
-    };
-  }
+  const poller = (address: string) => pollKvWeb(address);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cf-migrate-crash-'));

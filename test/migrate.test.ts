@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
 import { type CliResult, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
-import { fetchKvWebPage, KV_STORE_CHARM, KV_WEB_CHARM, waitForKvWebConnected } from './helpers/kv-charms.ts';
+import { KV_STORE_CHARM, KV_WEB_CHARM, pollKvWeb, waitForKvWebConnected } from './helpers/kv-charms.ts';
 import { settle } from './helpers/relations.ts';
 
 const unsupported = fleetUnsupportedReason();
@@ -31,32 +31,7 @@ describe('migrate and evacuate-machine over SSH hosts', { skip: unsupported }, (
     ) as Record<string, { machine: string; address: string }>;
   };
 
-  /** Polls the page every 50 ms until stopped; counts what did not answer 200 connected. */
-  function poller(address: string) {
-    let stop = false;
-    const failures: string[] = [];
-    let requests = 0;
-    const done = (async () => {
-      while (!stop) {
-        requests++;
-        try {
-          const r = await fetchKvWebPage(address, 8080, 5000);
-          if (r.status !== 200 || r.page.state !== 'connected')
-            failures.push(`${r.status} ${r.body.trim().slice(0, 120)}`);
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    })();
-    return {
-      async end() {
-        stop = true;
-        await done;
-        return { requests, failures };
-      },
-    };
-  }
+  const poller = (address: string) => pollKvWeb(address);
 
   before(async () => {
     [fleet, c] = await Promise.all([createFleet(4), startTestController()]);

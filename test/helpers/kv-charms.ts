@@ -120,3 +120,34 @@ export async function waitForKvWebConnected(
     `kv-web at ${address}:${port} not connected as ${JSON.stringify(want)} after ${timeoutMs} ms; last: ${last}`,
   );
 }
+
+/**
+ * Polls kv-web's page at `address` every 50 ms until `end()`; counts the requests,
+ * and every one that did not answer 200 `connected` (what the migration tests hold
+ * to zero).
+ */
+export function pollKvWeb(address: string, port = 8080): { end(): Promise<{ requests: number; failures: string[] }> } {
+  let stop = false;
+  const failures: string[] = [];
+  let requests = 0;
+  const done = (async () => {
+    while (!stop) {
+      requests++;
+      try {
+        const r = await fetchKvWebPage(address, port, 5000);
+        if (r.status !== 200 || r.page.state !== 'connected')
+          failures.push(`${r.status} ${r.body.trim().slice(0, 120)}`);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  })();
+  return {
+    async end() {
+      stop = true;
+      await done;
+      return { requests, failures };
+    },
+  };
+}
