@@ -201,6 +201,8 @@ export function createModelMigrationActivities(deps: ActivityDeps) {
       const dropped: string[] = [];
       const agents: HandedAgent[] = [];
       const units = await unitsOf(uuid);
+      // alive while agents finish the hooks they run
+      const beat = setInterval(() => heartbeat({ holding: units.length - agents.length }), 2000);
       await Promise.all(
         units.map(async (u) => {
           const held = await onUnitAgent(client, { model: u.model, modelUuid: u.uuid, unit: u.name }, (h) =>
@@ -212,7 +214,7 @@ export function createModelMigrationActivities(deps: ActivityDeps) {
           }
           agents.push({ application: u.application, state: handOverState(held.value as UnitAgentState, dropped) });
         }),
-      );
+      ).finally(() => clearInterval(beat));
       agents.sort((a, b) => a.state.ref.unit.localeCompare(b.state.ref.unit, 'en', { numeric: true }));
       return { agents, dropped };
     },

@@ -26,22 +26,23 @@ import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
 import { provisionAdopted, startUnitAgents } from './agent-start.ts';
 import { failureMessage, type OperationInput, runOperation } from './operation.ts';
 
-// calls to the target: a network that is down for a while is waited out
+// calls to the target (one request each, bounded by its own timeout): a network that
+// is down for a while is waited out
 const remote = proxyActivities<ModelMigrationActivities>({
   startToCloseTimeout: '5 minutes',
-  heartbeatTimeout: '1 minute',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 10 },
 });
-// waiting for the target's operations (provisioning every host takes a while)
+// waiting for the target's operations (provisioning every host takes a while); the
+// heartbeat lets a new worker take over within seconds of a lost one
 const watching = proxyActivities<ModelMigrationActivities>({
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '1 minute',
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 10 },
 });
 // holding agents waits for the hooks they run (each bounded by its own timeout)
 const handing = proxyActivities<ModelMigrationActivities>({
   startToCloseTimeout: '70 minutes',
-  heartbeatTimeout: '2 minutes',
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5 },
 });
 // this controller's own records and agents: never given up on
