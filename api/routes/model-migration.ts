@@ -321,6 +321,19 @@ export const modelMigrationRoutes: FastifyPluginAsyncZod = async (app) => {
             if (Number(moved.numUpdatedRows) !== 1) {
               throw new ConflictError(`model "${plan.model}" is moving already, or being destroyed`);
             }
+            // an operation that started since the checks above: the model waits for it
+            const started = await tx
+              .selectFrom('operations')
+              .select(['id', 'summary'])
+              .where('model_name', '=', plan.model)
+              .where('state', 'in', ['pending', 'running'])
+              .where('id', '!=', operationId)
+              .executeTakeFirst();
+            if (started) {
+              throw new ConflictError(
+                `operation ${started.id} (${started.summary}) on model "${plan.model}" started meanwhile: wait for it before moving the model`,
+              );
+            }
           },
           undo: async (d) => {
             await d
