@@ -1,10 +1,11 @@
 // A charm argument as commands take it: a charm directory or `.charm` file (packed
 // and uploaded), or the name of a charm the controller already has (`name`, `name:REV`).
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { CharmInfo, CharmUploadAnswer } from '../api/routes/charms.ts';
 import { loadCharm, packCharm } from '../charm/charm-archive.ts';
 import { CharmValidationError } from '../charm/metadata.ts';
 import { type ApiClient, CliError } from './api-client.ts';
+import { isTsCharm, packTsCharm } from './commands/charm-dev.ts';
 
 export interface CharmRef {
   name: string;
@@ -32,7 +33,9 @@ export async function packCharmPath(path: string): Promise<{ name: string; archi
  */
 export async function uploadCharm(api: ApiClient, pathOrName: string): Promise<CharmRef> {
   if (existsSync(pathOrName)) {
-    const { archive } = await packCharmPath(pathOrName);
+    // a TypeScript charm's source folder is bundled first, as `charmflow pack` does
+    const ts = statSync(pathOrName).isDirectory() && isTsCharm(pathOrName);
+    const { archive } = ts ? await packTsCharm(pathOrName) : await packCharmPath(pathOrName);
     const { charm } = await api.request<CharmUploadAnswer>('POST', '/v1/charms', archive);
     return { name: charm.name, revision: charm.revision, created: charm.created };
   }
