@@ -230,6 +230,32 @@ export async function startControllerOperation(db: Db, temporal: TemporalDeps, r
   return row;
 }
 
+/**
+ * A backup file sent as the request body (application/octet-stream), read and
+ * checked whole; 415 when the body is not raw bytes (`what` names the file for
+ * people), the BackupError's own 4xx when the file does not read.
+ */
+export function readBackupBody(body: unknown, what: string): ParsedBackup {
+  if (!Buffer.isBuffer(body)) {
+    throw new ApiError(415, `send ${what} as the body, with content-type application/octet-stream`);
+  }
+  try {
+    return readBackup(body, { maxUnpackedBytes: maxBackupUnpackedBytes() });
+  } catch (err) {
+    if (err instanceof BackupError) throw apiErrorOf(err);
+    throw err;
+  }
+}
+
+/** The plugin's routes may take raw bytes (a backup file) as their body, up to the backup limit. */
+export function acceptBackupBodies(app: Parameters<FastifyPluginAsyncZod>[0]): void {
+  app.addContentTypeParser(
+    ['application/octet-stream', 'application/gzip'],
+    { parseAs: 'buffer', bodyLimit: maxBackupBytes() },
+    (_req, body, done) => done(null, body),
+  );
+}
+
 export function apiErrorOf(err: BackupError): ApiError {
   return new ApiError(err.statusCode, err.message, [{ field: err.field, message: err.message }]);
 }
@@ -242,11 +268,7 @@ export const controllerBackupRoutes: FastifyPluginAsyncZod = async (app) => {
   const maxBytes = maxBackupBytes();
 
   // encapsulated in this plugin: only the restore route takes raw bytes
-  app.addContentTypeParser(
-    ['application/octet-stream', 'application/gzip'],
-    { parseAs: 'buffer', bodyLimit: maxBytes },
-    (_req, body, done) => done(null, body),
-  );
+  acceptBackupBodies(app);
 
   async function findBackup(id: string): Promise<BackupRow> {
     const row = await db.selectFrom('controller_backups').selectAll().where('id', '=', id).executeTakeFirst();
@@ -373,9 +395,6 @@ export const controllerBackupRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (req, reply) => {
-      if (!Buffer.isBuffer(req.body)) {
-        throw new ApiError(415, 'send the backup file as the body, with content-type application/octet-stream');
-      }
       const names = req.query.models
         ?.split(',')
         .map((s) => s.trim())
@@ -386,13 +405,7 @@ export const controllerBackupRoutes: FastifyPluginAsyncZod = async (app) => {
         ]);
       }
       const opts = names ? { models: names } : {};
-      let backup: ParsedBackup;
-      try {
-        backup = readBackup(req.body, { maxUnpackedBytes: maxBackupUnpackedBytes() });
-      } catch (err) {
-        if (err instanceof BackupError) throw apiErrorOf(err);
-        throw err;
-      }
+      const backup = readBackupBody(req.body, 'the backup file');
       const id = backup.manifest.id;
       try {
         if (req.query.dryRun === 'true') {

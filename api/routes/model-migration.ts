@@ -21,23 +21,16 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { controllerVersion } from '../../activities/controller-backup-activities.ts';
 import { onUnitAgent } from '../../activities/unit-agents.ts';
-import {
-  applyRestore,
-  BackupError,
-  type ParsedBackup,
-  planRestore,
-  type RestorePlan,
-  readBackup,
-  removeModelRows,
-} from '../../store/backup.ts';
+import { applyRestore, BackupError, planRestore, type RestorePlan, removeModelRows } from '../../store/backup.ts';
 import { type Db, isUniqueViolation } from '../../store/store.ts';
-import { ApiError, BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { startOperation, toOperation } from '../operation-starter.ts';
 import { ErrorBody, ModelParam, Operation, Text } from '../schemas.ts';
 import {
+  acceptBackupBodies,
   apiErrorOf,
   maxBackupBytes,
-  maxBackupUnpackedBytes,
+  readBackupBody,
   startControllerOperation,
 } from './controller-backup-routes.ts';
 
@@ -259,11 +252,7 @@ export const modelMigrationRoutes: FastifyPluginAsyncZod = async (app) => {
   const maxBytes = maxBackupBytes();
 
   // encapsulated in this plugin: only the import route takes raw bytes
-  app.addContentTypeParser(
-    ['application/octet-stream', 'application/gzip'],
-    { parseAs: 'buffer', bodyLimit: maxBytes },
-    (_req, body, done) => done(null, body),
-  );
+  acceptBackupBodies(app);
 
   app.post(
     '/models/:model/migrate',
@@ -410,16 +399,7 @@ export const modelMigrationRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (req, reply) => {
-      if (!Buffer.isBuffer(req.body)) {
-        throw new ApiError(415, "send the model's export as the body, with content-type application/octet-stream");
-      }
-      let backup: ParsedBackup;
-      try {
-        backup = readBackup(req.body, { maxUnpackedBytes: maxBackupUnpackedBytes() });
-      } catch (err) {
-        if (err instanceof BackupError) throw apiErrorOf(err);
-        throw err;
-      }
+      const backup = readBackupBody(req.body, "the model's export");
       const { manifest } = backup;
       if (manifest.scope !== 'model' || manifest.models.length !== 1) {
         throw new BadRequestError("not a model's export: a controller backup goes to restore-backup", [
