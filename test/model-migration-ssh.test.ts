@@ -145,6 +145,35 @@ describe('migrate-model between two controllers over SSH hosts', { skip: unsuppo
     assert.equal(page.host, fleet.hosts[0].address);
   });
 
+  test('a migration cancelled (from the Temporal UI) rolls back: the model stays here and works', async () => {
+    const r = await ok(src, 'migrate-model', 'fleet', '--to', dst.apiUrl, '--token', dst.adminToken, '--no-wait');
+    const opId = Number(/operation (\d+)/.exec(r.stdout)?.[1]);
+    const started = await src.api('GET', `/v1/operations/${opId}`);
+    await src.client.workflow.getHandle(started.body.workflowId).cancel();
+    const op = await src.waitOperation(opId, 120_000);
+    assert.equal(op.state, 'cancelled', JSON.stringify(op));
+    const model = await src.store.db
+      .selectFrom('models')
+      .selectAll()
+      .where('name', '=', 'fleet')
+      .executeTakeFirstOrThrow();
+    assert.equal(model.status, 'available');
+    const row = await src.store.db
+      .selectFrom('model_migrations')
+      .selectAll()
+      .where('operation_id', '=', opId)
+      .executeTakeFirstOrThrow();
+    assert.deepEqual([row.state, row.token], ['failed', '']);
+    assert.equal(
+      (await dst.store.db.selectFrom('models').select('name').where('name', '=', 'fleet').execute()).length,
+      0,
+    );
+    // whatever the cancel cut short, the agents here run hooks again
+    await ok(src, 'config', 'kv-web', 'database=web3', '-m', 'fleet');
+    await settle(src, ['fleet']);
+    await waitForKvWebConnected(web, 8080, { database: 'web3' });
+  });
+
   test('the model moves while kv-web is polled: no request fails, the same model runs on the target', async () => {
     const before = essence(await status(src));
     const bags = await relationData(src);

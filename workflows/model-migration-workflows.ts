@@ -19,7 +19,7 @@
 //
 // On the target, importModelWorkflow provisions the imported machines and
 // activateModelWorkflow starts the agents from the states handed over.
-import { ApplicationFailure, proxyActivities } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities } from '@temporalio/workflow';
 import type { ControllerBackupActivities } from '../activities/controller-backup-activities.ts';
 import type { HandedAgent, ModelMigrationActivities } from '../activities/model-migration-activities.ts';
 import { BOOKKEEPING_ACTIVITY } from './activity-options.ts';
@@ -98,24 +98,28 @@ export async function migrateModelWorkflow(input: MigrateModelInput): Promise<vo
       await watching.awaitTargetOperation(op, activateOp);
     } catch (err) {
       const message = failureMessage(err);
-      let live = false;
-      if (sent) {
-        await ctx.step(`rolling back: the target forgets the model (${message})`);
-        try {
-          live = (await remote.abortOnTarget(op, uuid)) === 'active';
-        } catch (abortErr) {
-          // the target keeps an import it never ran (its agents are not started):
-          // the next attempt replaces it; the model works here meanwhile
-          await ctx.step(`the target could not be told to forget the import: ${failureMessage(abortErr)}`);
+      // a cancelled migration (from the Temporal UI) rolls back too: nothing here may be cut short
+      const live = await CancellationScope.nonCancellable(async () => {
+        if (sent) {
+          await ctx.step(`rolling back: the target forgets the model (${message})`);
+          try {
+            if ((await remote.abortOnTarget(op, uuid)) === 'active') return true;
+          } catch (abortErr) {
+            // the target keeps an import it never ran (its agents are not started):
+            // the next attempt replaces it; the model works here meanwhile
+            await ctx.step(`the target could not be told to forget the import: ${failureMessage(abortErr)}`);
+          }
         }
-      }
-      if (!live) {
         if (held) {
           await ctx.step(`rolling back: the unit agents here go on (${message})`);
           await records.releaseUnitAgents(uuid);
         }
         await records.endModelMigrating(uuid, `migration to ${to} failed: ${message}`);
         await records.finishModelMigration(op, 'failed', message);
+        return false;
+      });
+      if (!live) {
+        if (isCancellation(err)) throw err;
         throw ApplicationFailure.nonRetryable(
           `model ${model} stays on this controller, working as before: ${message}`,
           'MigrationFailed',
@@ -124,8 +128,12 @@ export async function migrateModelWorkflow(input: MigrateModelInput): Promise<vo
       await ctx.step('the target runs the model already (its confirmation was lost): finishing');
     }
     await ctx.step(`the target runs model ${model}; removing it from this controller`);
-    const forgot = await records.forgetMigratedModel(op, uuid);
-    await records.finishModelMigration(op, 'done');
+    // the target runs the model now: this controller lets go of it even if cancelled
+    const forgot = await CancellationScope.nonCancellable(async () => {
+      const ended = await records.forgetMigratedModel(op, uuid);
+      await records.finishModelMigration(op, 'done');
+      return ended;
+    });
     await ctx.step(`model ${model} moved to ${to}: ${forgot.agents} unit agent(s) handed over`, {
       agents: agents.length,
       to,
