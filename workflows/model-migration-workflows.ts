@@ -103,7 +103,10 @@ export async function migrateModelWorkflow(input: MigrateModelInput): Promise<vo
         if (sent) {
           await ctx.step(`rolling back: the target forgets the model (${message})`);
           try {
-            if ((await remote.abortOnTarget(op, uuid)) === 'active') return true;
+            if ((await remote.abortOnTarget(op, uuid)) === 'active') {
+              await ctx.step('the target runs the model already (its confirmation was lost): finishing');
+              return true;
+            }
           } catch (abortErr) {
             // the target keeps an import it never ran (its agents are not started):
             // the next attempt replaces it; the model works here meanwhile
@@ -125,18 +128,16 @@ export async function migrateModelWorkflow(input: MigrateModelInput): Promise<vo
           'MigrationFailed',
         );
       }
-      await ctx.step('the target runs the model already (its confirmation was lost): finishing');
     }
-    await ctx.step(`the target runs model ${model}; removing it from this controller`);
     // the target runs the model now: this controller lets go of it even if cancelled
-    const forgot = await CancellationScope.nonCancellable(async () => {
-      const ended = await records.forgetMigratedModel(op, uuid);
+    await CancellationScope.nonCancellable(async () => {
+      await ctx.step(`the target runs model ${model}; removing it from this controller`);
+      const forgot = await records.forgetMigratedModel(op, uuid);
       await records.finishModelMigration(op, 'done');
-      return ended;
-    });
-    await ctx.step(`model ${model} moved to ${to}: ${forgot.agents} unit agent(s) handed over`, {
-      agents: agents.length,
-      to,
+      await ctx.step(`model ${model} moved to ${to}: ${forgot.agents} unit agent(s) handed over`, {
+        agents: agents.length,
+        to,
+      });
     });
   });
 }
