@@ -8,7 +8,7 @@
 // The target: mark an imported model live once its agents run. Its rows come in
 // through the API (api/routes/model-migration.ts), its machines are provisioned by
 // the machine activities, and its agents start in workflows/model-migration-workflows.ts.
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -22,6 +22,11 @@ import { onUnitAgent } from './unit-agents.ts';
 /** Where a migration's export is written on the source: `<dataDir>/migrations/` (0700), the file 0600. */
 export function migrationDir(dataDir: string): string {
   return join(dataDir, 'migrations');
+}
+
+/** The export file of migration `operationId` on the source. */
+function exportFile(dataDir: string, operationId: number): string {
+  return join(migrationDir(dataDir), `migrate-${operationId}${BACKUP_SUFFIX}`);
 }
 
 /** A unit agent's state as the target starts it, with the application it belongs to. */
@@ -235,9 +240,8 @@ export function createModelMigrationActivities(deps: ActivityDeps) {
 
     /** Writes the model's export (its rows, charms, keys) for the target. */
     async exportModel(operationId: number, uuid: string): Promise<{ path: string; size: number; sha256: string }> {
-      const dir = migrationDir(dataDir);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      const path = join(dir, `migrate-${operationId}${BACKUP_SUFFIX}`);
+      await mkdir(migrationDir(dataDir), { recursive: true, mode: 0o700 });
+      const path = exportFile(dataDir, operationId);
       const written = await writeBackup(db, {
         file: path,
         id: `migrate-${operationId}`,
@@ -353,8 +357,7 @@ export function createModelMigrationActivities(deps: ActivityDeps) {
         .set({ state, error: error ?? null, token: '', finished_at: new Date() })
         .where('operation_id', '=', operationId)
         .execute();
-      const path = join(migrationDir(dataDir), `migrate-${operationId}${BACKUP_SUFFIX}`);
-      if (await stat(path).catch(() => null)) await rm(path, { force: true });
+      await rm(exportFile(dataDir, operationId), { force: true });
     },
 
     /** The target's side: an imported model is live (its agents run). */
