@@ -2,11 +2,44 @@
 import type { Operation } from '../api/schemas.ts';
 import { type ApiClient, CliError } from './api-client.ts';
 
-function describeProgress(op: Operation): string[] {
-  const { step, units } = op.progress as { step?: string; units?: Record<string, string> };
-  const lines = step ? [`- ${step}`] : [];
-  if (units) lines.push(...Object.entries(units).map(([u, s]) => `  ${u}: ${s}`));
-  return lines;
+interface Progress {
+  step?: string;
+  steps?: { n: number; step: string }[];
+  units?: Record<string, string>;
+}
+
+/**
+ * Prints an operation's progress as it changes: every step it went through once (even
+ * those that came and went between two polls), then its units' states when they change.
+ */
+export class ProgressPrinter {
+  private lastStep = 0;
+  private lastStepText: string | undefined;
+  private lastUnits = '';
+  constructor(private readonly say: (line: string) => void) {}
+
+  show(op: Operation): void {
+    const { step, steps, units } = op.progress as Progress;
+    // Operations recorded before steps were kept have only their current step.
+    const log = Array.isArray(steps)
+      ? steps
+      : step
+        ? [{ n: step === this.lastStepText ? this.lastStep : this.lastStep + 1, step }]
+        : [];
+    const fresh = log.filter((s) => s.n > this.lastStep);
+    for (const s of fresh) this.say(`- ${s.step}`);
+    if (fresh.length > 0) {
+      this.lastStep = fresh[fresh.length - 1].n;
+      this.lastStepText = fresh[fresh.length - 1].step;
+    }
+    const shown = units
+      ? Object.entries(units)
+          .map(([u, s]) => `  ${u}: ${s}`)
+          .join('\n')
+      : '';
+    if (shown !== '' && (shown !== this.lastUnits || fresh.length > 0)) this.say(shown);
+    this.lastUnits = shown;
+  }
 }
 
 export interface WaitOptions {
@@ -21,14 +54,10 @@ export async function waitForOperation(api: ApiClient, op: Operation, opts: Wait
     if (!opts.quiet) process.stderr.write(`${line}\n`);
   };
   say(`operation ${op.id} (${op.kind}) started: ${op.summary}`);
-  let last = '';
+  const progress = new ProgressPrinter(say);
   let current = op;
   while (true) {
-    const shown = describeProgress(current).join('\n');
-    if (shown !== last && shown !== '') {
-      say(shown);
-      last = shown;
-    }
+    progress.show(current);
     if (current.state === 'succeeded') return current;
     if (current.state === 'failed' || current.state === 'cancelled') {
       throw new CliError(
