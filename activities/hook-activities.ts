@@ -937,7 +937,9 @@ export function createHookActivities(deps: ActivityDeps) {
         timeoutMs: 300_000,
       }),
     );
-    if (res.code === NO_NODE_EXIT) throw new Error(res.stderr.trim());
+    // the unit goes into error at once, saying why; the agent's own backoff (or a resolve)
+    // tries again, apt-get included, without the activity's quick retries first
+    if (res.code === NO_NODE_EXIT) throw ApplicationFailure.nonRetryable(res.stderr.trim(), 'NodeMissing');
     if (res.code !== 0) throw new Error(`cannot unpack the charm on machine ${world.machine.id}: ${res.stderr.trim()}`);
     await setAgentStatus(db, ref.modelUuid, ref.unit, 'idle', '');
     if (world.unit.workload_status === 'waiting') {

@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,6 +16,7 @@ import { buildOpsCharm } from '../charm/build-ops-charm.ts';
 import { extractCharm, readCharmZip } from '../charm/charm-archive.ts';
 import { HookContext, type HookContextInput, HookEvent, type HookResult } from '../charm/hook-protocol.ts';
 import { createFleet, type Fleet, fleetUnsupportedReason } from './fleet.ts';
+import { type AptProxy, startAptProxy } from './helpers/apt-proxy.ts';
 import { type CliResult, runCli } from './helpers/cli.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
 import {
@@ -190,8 +193,25 @@ describe('charmflow init and pack: a TypeScript charm under the real hook runner
 
 const unsupported = fleetUnsupportedReason();
 
+/** A host's own root with the distro's nodejs gone, apt going through `proxy` (host:port). */
+const withoutNode = (proxy: string) =>
+  [
+    'dpkg --purge --force-depends --force-remove-essential nodejs >/dev/null 2>&1',
+    '! command -v node',
+    `printf 'Acquire::http::Proxy "http://%s";\\n' "${proxy}" > /etc/apt/apt.conf.d/99-fleet-proxy`,
+  ].join(' && ');
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
 describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsupported, timeout: 600_000 }, () => {
   let fleet: Fleet;
+  let proxy: AptProxy;
   let c: TestController;
   let dir: string;
   const cli = (...args: string[]): Promise<CliResult> => runCli(args, { CHARMFLOW_DATA_DIR: c.dataDir });
@@ -204,7 +224,17 @@ describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsuppo
   const unitOf = async (unit: string) => (await status()).applications[unit.split('/')[0]].units[unit];
 
   before(async () => {
-    [fleet, c] = await Promise.all([createFleet(3), startTestController()]);
+    // host 2 (tsweb) and host 3 have their own root without Node.js: host 2's apt reaches
+    // Debian's mirror through a proxy here, host 3's apt reaches nothing (port 9 refuses)
+    const port = await freePort();
+    [fleet, c] = await Promise.all([
+      createFleet(4, {
+        ownRoot: { 2: withoutNode(`$FLEET_GATEWAY:${port}`), 3: withoutNode('$FLEET_GATEWAY:9') },
+        startTimeoutMs: 120_000,
+      }),
+      startTestController(),
+    ]);
+    proxy = await startAptProxy(fleet.gateway, port);
     dir = mkdtempSync(path.join(tmpdir(), 'cf-ts-kv-'));
     await buildOpsCharm(OPS_KV_WEB_CHARM, path.join(dir, 'ops-kv-web.charm'));
     await ok('pack', TS_KV_WEB, '--out', path.join(dir, 'ts-kv-web.charm'));
@@ -215,11 +245,14 @@ describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsuppo
   });
   after(async () => {
     await c?.stop();
+    await proxy?.close();
     await fleet?.destroy();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('the same page and the same count through kv-store, from all three kinds of charm', async () => {
+    assert.notEqual(fleet.sh(2, 'command -v node').code, 0, 'host 2 starts without Node.js');
+    assert.equal(fleet.sh(1, 'command -v node').code, 0, "host 1 has the test machine's Node.js");
     await ok('deploy', KV_STORE_CHARM, 'kv-store', '--to', '0', '-m', 'fleet');
     await ok('deploy', KV_WEB_CHARM, 'kv-web', '--to', '1', '-m', 'fleet', '--config', 'database=shared');
     await ok(
@@ -247,6 +280,12 @@ describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsuppo
       'database=shared',
     );
     await settle(c, ['fleet']);
+    // before tsweb's first hook its machine got the distro's nodejs, through apt
+    const node = fleet.sh(2, 'command -v node && node --version && dpkg-query -W nodejs');
+    assert.equal(node.code, 0, node.stderr);
+    assert.match(node.stdout, /^\/usr\/bin\/node\nv\d+\.\d+\.\d+\nnodejs\t.*deb\d+u/);
+    assert.ok(proxy.stats.forwarded > 0, 'apt fetched through the proxy');
+    console.log(`host 2 got ${node.stdout.split('\n')[1]} (${node.stdout.split('\n')[2]}) from Debian through apt`);
     const ts = await unitOf('tsweb/0');
     assert.deepEqual(ts['workload-status'], { current: 'blocked', message: 'needs a kv relation' });
     const tsAddr: string = ts['public-address'];
@@ -318,5 +357,25 @@ describe('ts-kv-web on sshd hosts beside kv-web and ops-kv-web', { skip: unsuppo
     await waitFor('tsweb/1 active again', async () =>
       (await unitOf('tsweb/1'))['workload-status'].current === 'active' ? true : null,
     );
+  });
+
+  test('on a machine where nodejs cannot be installed, the unit is in error saying why', async () => {
+    await ok('deploy', path.join(dir, 'ts-kv-web.charm'), 'tsbad', '--to', '3', '-m', 'fleet', '--no-wait');
+    const failed = await waitFor(
+      'tsbad/0 in error',
+      async () => {
+        const u = (await status()).applications.tsbad?.units['tsbad/0'];
+        return u?.['workload-status'].current === 'error' ? u : null;
+      },
+      180_000,
+    );
+    // status says why: the workload is in error on install, the agent's message gives the reason
+    assert.deepEqual(failed['workload-status'], { current: 'error', message: 'hook failed: "install"' });
+    const why: string = failed['juju-status'].message;
+    assert.match(why, /needs Node\.js, but node is not on the machine/);
+    assert.match(why, /apt-get: .*Unable to connect/);
+    console.log(`tsbad/0 on a host whose apt reaches no mirror: ${why}`);
+    assert.notEqual(fleet.sh(3, 'command -v node').code, 0);
+    await ok('remove-application', 'tsbad', '--force', '-m', 'fleet');
   });
 });

@@ -12,7 +12,7 @@
 // claimed by a directory <baseDir>/<k> holding the owner's pid, so concurrent
 // fleets never collide and a later run can remove what a crashed one left.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
@@ -57,6 +57,13 @@ export interface FleetOptions {
   baseDir?: string;
   /** How long to wait for an sshd to accept connections. */
   startTimeoutMs?: number;
+  /**
+   * Hosts (by index) with a root filesystem of their own: a copy-on-write overlay of the
+   * test machine's, in memory, so what a test installs or removes there (apt-get, dpkg)
+   * never reaches the test machine or the other hosts. The script given for the host
+   * runs as root chrooted into it (FLEET_GATEWAY set) each time its sshd starts.
+   */
+  ownRoot?: Record<number, string>;
 }
 
 export interface Fleet {
@@ -73,6 +80,8 @@ export interface Fleet {
   linkUp(i: number): Promise<void>;
   /** Kill every process in host i (sshd and all sessions): connections drop at once. */
   killHost(i: number): Promise<void>;
+  /** Runs a shell command on host i as root over ssh (as a person at the host would). */
+  sh(i: number, command: string): { code: number | null; stdout: string; stderr: string };
   restartHost(i: number): Promise<void>;
   /** Give host i a new host key and restart its sshd. Returns the new fingerprint. */
   rotateHostKey(i: number): Promise<string>;
@@ -319,6 +328,8 @@ interface HostState {
   veth: string;
   configPath: string;
   hostKeyPath: string;
+  /** Where the host's own root filesystem is mounted, if it has one. */
+  ownRoot?: { dir: string; prepare: string; gateway: string };
 }
 
 export async function createFleet(n: number, opts: FleetOptions = {}): Promise<Fleet> {
@@ -409,11 +420,15 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
       run('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
       run('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
 
+      const ownRootDir = join(hostDir, 'own-root');
+      const prepare = opts.ownRoot?.[i];
+      if (prepare !== undefined) mkdirSync(ownRootDir, { mode: 0o755 });
       states.push({
         ns,
         veth,
         configPath,
         hostKeyPath,
+        ownRoot: prepare !== undefined ? { dir: ownRootDir, prepare, gateway } : undefined,
         host: {
           name: `host${i}`,
           hostname: `cf${k}-host${i}`,
@@ -474,6 +489,20 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
     async killHost(i) {
       killNamespace(state(i).ns);
     },
+    sh(i, command) {
+      const h = state(i).host;
+      const r = spawnSync(
+        'ssh',
+        [
+          ...['-i', h.privateKeyPath, '-p', String(h.port), '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'],
+          ...['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null'],
+          `${h.user}@${h.address}`,
+          command,
+        ],
+        { encoding: 'utf8', timeout: 60_000 },
+      );
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    },
     async restartHost(i) {
       const s = state(i);
       killNamespace(s.ns);
@@ -501,13 +530,31 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
 // namespace (sshd is its init), so a charm's `pkill` cannot reach other hosts or the
 // test machine.
 async function startSshd(s: HostState, timeoutMs: number): Promise<void> {
-  const script = [
-    `mount --bind "$1" ${CHARMFLOW_DIR}`,
-    'mount --bind "$2" /tmp',
-    'mount --bind "$5" /root',
-    'echo "$4" > /proc/sys/kernel/hostname',
-    `exec ${SSHD} -D -e -f "$3"`,
-  ].join(' && ');
+  const script = s.ownRoot
+    ? [
+        // a host with its own root: an overlay of / in memory, the host's own dirs bound
+        // into it, then sshd chrooted there (the mounts die with the host's namespace)
+        'R="$6"',
+        'mount -t tmpfs -o size=4g,mode=0755 cf-own-root "$R"',
+        'mkdir "$R/upper" "$R/work" "$R/root"',
+        'mount -t overlay cf-own-root -o "lowerdir=/,upperdir=$R/upper,workdir=$R/work" "$R/root"',
+        'mount --rbind /dev "$R/root/dev"',
+        'mount -t proc proc "$R/root/proc"',
+        'mount --rbind /sys "$R/root/sys"',
+        `mount --bind "$1" "$R/root${CHARMFLOW_DIR}"`,
+        'mount --bind "$2" "$R/root/tmp"',
+        'mount --bind "$5" "$R/root/root"',
+        'echo "$4" > /proc/sys/kernel/hostname',
+        '{ [ -z "$7" ] || chroot "$R/root" env FLEET_GATEWAY="$8" sh -c "$7"; }',
+        `exec chroot "$R/root" ${SSHD} -D -e -f "$3"`,
+      ].join(' && ')
+    : [
+        `mount --bind "$1" ${CHARMFLOW_DIR}`,
+        'mount --bind "$2" /tmp',
+        'mount --bind "$5" /root',
+        'echo "$4" > /proc/sys/kernel/hostname',
+        `exec ${SSHD} -D -e -f "$3"`,
+      ].join(' && ');
   const log = openSync(s.host.logPath, 'a');
   const child = spawn(
     'ip',
@@ -532,6 +579,7 @@ async function startSshd(s: HostState, timeoutMs: number): Promise<void> {
       s.configPath,
       s.host.hostname,
       s.host.homeDir,
+      ...(s.ownRoot ? [s.ownRoot.dir, s.ownRoot.prepare, s.ownRoot.gateway] : []),
     ],
     { stdio: ['ignore', log, log], detached: true },
   );
