@@ -102,9 +102,14 @@ export async function secretsContext(
   who: SecretsSubject,
   contextId: string,
   event?: UnitEvent['secret'],
+  /** False when the unit is known to own and be granted no secret: nothing to read. */
+  any = true,
 ): Promise<Pick<HookContext, 'secrets' | 'secretKey' | 'secretEvent'>> {
   const { modelUuid: m, application: app, unit } = who;
-  const { rows } = await sql<SecretRow>`
+  const { rows } =
+    !any && !event
+      ? { rows: [] as SecretRow[] }
+      : await sql<SecretRow>`
     SELECT s.id, s.owner_kind, s.label, s.description, s.expire_at, s.rotate_policy, s.latest_revision,
       (s.model_uuid = ${m} AND ((s.owner_kind = 'application' AND s.owner = ${app})
         OR (s.owner_kind = 'unit' AND s.owner = ${unit}))) AS owned,

@@ -67,7 +67,12 @@ export interface UnitWorld {
   machine: MachineRow;
   meta: CharmMeta;
   /** Workload status of every unit of the application (status-get --application). */
+  /** The statuses of the application's units: the leader's context only carries them. */
   siblings: Record<string, { status: string; message: string }>;
+  /** The application's unit names (for a unit that is not the leader). */
+  siblingNames: string[];
+  /** Whether the unit owns or is granted any charm secret (its hooks read them only then). */
+  secretive: boolean;
   /** Whether the application is in any relation (peers included). */
   related: boolean;
 }
@@ -133,17 +138,34 @@ interface WorldRow {
   model: ModelRow;
   machine: MachineRow;
   siblings: UnitWorld['siblings'] | null;
+  sibling_names: string[] | null;
+  secretive: boolean;
   related: boolean;
 }
 
-/** The unit with its application, model and machine, its siblings' status and whether it has relations. */
+/**
+ * The unit with its application, model and machine, whether it has relations, and its
+ * siblings: their statuses for the leader (status-get --application), only their names
+ * for the others (goal-state), so a hook of a big application does not carry every
+ * unit's status (each hook's context would grow with the application: O(n²) in all).
+ */
 function worldQuery(ref: UnitRef) {
   return sql<WorldRow>`
     SELECT to_jsonb(u) AS unit, to_jsonb(a) AS app, to_jsonb(m) AS model, to_jsonb(mc) AS machine,
-      (SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
-        FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application) AS siblings,
+      CASE WHEN u.leader THEN
+        (SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
+          FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)
+      END AS siblings,
+      CASE WHEN NOT u.leader THEN
+        (SELECT jsonb_agg(s.name ORDER BY s.number)
+          FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)
+      END AS sibling_names,
       EXISTS (SELECT 1 FROM integration_endpoints ie
-        WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application) AS related
+        WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application) AS related,
+      (EXISTS (SELECT 1 FROM charm_secrets s
+          WHERE s.model_uuid = u.model_uuid AND s.owner IN (u.application, u.name))
+        OR EXISTS (SELECT 1 FROM charm_secret_grants g WHERE g.model_uuid = u.model_uuid
+          AND g.application = u.application AND g.unit IN ('', u.name))) AS secretive
     FROM units u
     JOIN applications a ON a.model_uuid = u.model_uuid AND a.name = u.application
     JOIN models m ON m.uuid = u.model_uuid
@@ -169,6 +191,8 @@ async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
     machine: row.machine,
     meta,
     siblings: row.siblings ?? {},
+    siblingNames: row.sibling_names ?? [],
+    secretive: row.secretive,
     related: row.related,
   };
 }
@@ -233,8 +257,9 @@ async function buildContext(
     unitStatus: { status: world.unit.workload_status, message: world.unit.workload_message },
     applicationStatus: { status: world.app.status, message: world.app.message },
     unitStatuses: world.siblings,
+    applicationUnits: world.siblingNames,
     charmState: world.unit.charm_state,
-    ...(await secretsContext(db, secrets, subjectOf(world), contextId, ev.secret)),
+    ...(await secretsContext(db, secrets, subjectOf(world), contextId, ev.secret, world.secretive)),
   });
 }
 

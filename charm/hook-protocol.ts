@@ -95,8 +95,10 @@ export const HookContext = z.object({
   ports: z.array(z.string()),
   unitStatus: StatusValue,
   applicationStatus: StatusValue,
-  /** Statuses of this application's units, for `status-get --application`. */
+  /** Statuses of this application's units, for `status-get --application`: given to the leader only. */
   unitStatuses: z.record(z.string(), StatusValue).default({}),
+  /** The names of this application's units (for `goal-state`), given to the other units. */
+  applicationUnits: z.array(z.string()).default([]),
   charmState: StringMap.default({}),
   goalState: z.record(z.string(), z.unknown()).default({}),
   action: z

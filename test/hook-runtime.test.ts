@@ -511,6 +511,40 @@ describe('hook runtime', () => {
     assert.deepEqual(run.result?.changes.leaderSettings, {});
   });
 
+  test('siblings: the leader sees their statuses, another unit only their names (goal-state)', async () => {
+    const where = deploy('tools-charm');
+    writeFileSync(
+      path.join(where.charmDir, 'script.sh'),
+      [
+        'status-get --application --include-data --format=json > app.json',
+        'goal-state --format=json > goal.json',
+        '',
+      ].join('\n'),
+    );
+    const leader = await runHook(
+      context(where, {
+        name: 'start',
+        isLeader: true,
+        unitStatuses: { 'tools/1': { status: 'waiting', message: 'for db' } },
+      }),
+    );
+    assert.equal(leader.result?.exitCode, 0, leader.result?.tail.join('\n'));
+    const app = JSON.parse(read(where.charmDir, 'app.json'));
+    assert.equal(app['application-status'].units['tools/1'].status, 'waiting');
+    assert.equal(app['application-status'].units['tools/1'].message, 'for db');
+    assert.deepEqual(Object.keys(JSON.parse(read(where.charmDir, 'goal.json')).units).sort(), ['tools/0', 'tools/1']);
+
+    const other = await runHook(
+      context(where, { name: 'start', isLeader: false, applicationUnits: ['tools/0', 'tools/1', 'tools/2'] }),
+    );
+    assert.equal(other.result?.exitCode, 0, other.result?.tail.join('\n'));
+    assert.deepEqual(Object.keys(JSON.parse(read(where.charmDir, 'goal.json')).units).sort(), [
+      'tools/0',
+      'tools/1',
+      'tools/2',
+    ]);
+  });
+
   test('output formats match Juju’s (yaml.v2, Go JSON, smart)', async () => {
     const where = deploy('tools-charm');
     writeFileSync(

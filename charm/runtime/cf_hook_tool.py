@@ -2013,7 +2013,7 @@ def tool_goal_state(ctx, args):
         import time
         since = time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())
         units = {ctx.unit: {'status': 'active', 'since': since}}
-        for name in (ctx.get('unitStatuses', {}) or {}):
+        for name in list(ctx.get('unitStatuses', {}) or {}) + list(ctx.get('applicationUnits', []) or []):
             units.setdefault(name, {'status': 'active', 'since': since})
         relations = {}
         for rel in ctx.get('relations', []):
