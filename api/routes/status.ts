@@ -1,5 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { type SelectQueryBuilder, sql } from 'kysely';
 import { z } from 'zod';
+import type { Database } from '../../store/schema.ts';
+import type { Db } from '../../store/store.ts';
 import { findModel } from '../model-lookup.ts';
 import { iso } from '../operation-starter.ts';
 import { ErrorBody, NameParam } from '../schemas.ts';
@@ -76,6 +79,19 @@ function rank(s: string): number {
   return i === -1 ? SEVERITY.length : i;
 }
 
+/**
+ * A select's rows as one JSON array built by the database: a model of 1000 units reads
+ * in about a third of the time the same rows take one by one (the embedded store turns
+ * each field of each row into a JS value separately). Timestamps come back as strings.
+ */
+type Jsonified<O> = { [K in keyof O]: O[K] extends Date ? string : O[K] };
+
+async function asJsonRows<O>(db: Db, query: SelectQueryBuilder<Database, keyof Database, O>): Promise<Jsonified<O>[]> {
+  const { rows } = await sql<{ rows: Jsonified<O>[] }>`
+    SELECT coalesce(json_agg(t), '[]'::json) AS rows FROM (${query}) t`.execute(db);
+  return rows[0]?.rows ?? [];
+}
+
 // one collator: localeCompare with options builds one per call (most of a large status's time)
 const numericAware = new Intl.Collator(undefined, { numeric: true }).compare;
 
@@ -95,11 +111,13 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
       const model = await findModel(db, req.params.name);
       const [machines, apps, units, integrations] = await Promise.all([
         // only what status shows: never a machine's key, never a unit's charm state
-        db
-          .selectFrom('machines')
-          .select(['id', 'kind', 'state', 'message', 'created_at', 'address', 'host', 'hostname', 'namespace'])
-          .where('model_uuid', '=', model.uuid)
-          .execute(),
+        asJsonRows(
+          db,
+          db
+            .selectFrom('machines')
+            .select(['id', 'kind', 'state', 'message', 'created_at', 'address', 'host', 'hostname', 'namespace'])
+            .where('model_uuid', '=', model.uuid),
+        ),
         db
           .selectFrom('applications as a')
           .leftJoin('kubernetes_applications as k', (j) =>
@@ -109,23 +127,25 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           .select('k.address as service_address')
           .where('a.model_uuid', '=', model.uuid)
           .execute(),
-        db
-          .selectFrom('units')
-          .select([
-            'name',
-            'application',
-            'number',
-            'life',
-            'leader',
-            'machine_id',
-            'ports',
-            'workload_status',
-            'workload_message',
-            'agent_status',
-            'agent_message',
-          ])
-          .where('model_uuid', '=', model.uuid)
-          .execute(),
+        asJsonRows(
+          db,
+          db
+            .selectFrom('units')
+            .select([
+              'name',
+              'application',
+              'number',
+              'life',
+              'leader',
+              'machine_id',
+              'ports',
+              'workload_status',
+              'workload_message',
+              'agent_status',
+              'agent_message',
+            ])
+            .where('model_uuid', '=', model.uuid),
+        ),
         listIntegrations(db, model),
       ]);
       const relationsOf = new Map<string, NonNullable<z.infer<typeof ApplicationStatus>['relations']>>();
