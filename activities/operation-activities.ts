@@ -46,13 +46,14 @@ export function createOperationActivities({ store }: ActivityDeps) {
       await store.db.transaction().execute(async (tx) => {
         let progress: Record<string, unknown> | undefined;
         if (update.progress !== undefined) {
+          // only the step log: the rest of the progress (a big deploy's units) is replaced
           const row = await tx
             .selectFrom('operations')
-            .select('progress')
+            .select(sql<OperationStep[] | null>`progress->'steps'`.as('steps'))
             .where('id', '=', id)
             .forUpdate()
             .executeTakeFirst();
-          progress = withStepLog(row?.progress ?? {}, update.progress, new Date());
+          progress = withStepLog({ steps: row?.steps ?? [] }, update.progress, new Date());
         }
         await tx
           .updateTable('operations')

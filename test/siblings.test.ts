@@ -29,6 +29,28 @@ describe('siblings in the hook context', () => {
     const seen = Object.fromEntries(
       Object.entries(units).map(([n, u]) => [n, [u.leader === true, u['workload-status'].message]]),
     );
+    // the deploy's step log, as the CLI prints it: every step once, numbered, in order
+    const op = await c.store.db
+      .selectFrom('operations')
+      .select('progress')
+      .where('kind', '=', 'deploy')
+      .executeTakeFirstOrThrow();
+    const steps = (op.progress as { steps: { n: number; step: string }[] }).steps;
+    assert.deepEqual(
+      steps.map((s) => s.n),
+      steps.map((_, i) => i + 1),
+    );
+    const names = steps.map((s) => s.step.replace(/ \(\d+\/3 units\)$/, ''));
+    assert.deepEqual(
+      [...new Set(names)],
+      [
+        'allocating machines',
+        'provisioning 3 machine(s)',
+        'starting unit agents',
+        'running install, leader, config-changed and start hooks',
+      ],
+    );
+    assert.match(steps.at(-1)?.step ?? '', /\(3\/3 units\)$/);
     assert.deepEqual(seen, {
       'sib/0': [true, 'leader app-units=3 goal=3'],
       'sib/1': [false, 'goal=3'],
