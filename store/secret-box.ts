@@ -8,8 +8,7 @@
 // version names the key, so a later key can be added beside this one and values
 // re-sealed under it one by one.
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readOrCreateKeyFile } from './key-file.ts';
 
 const PREFIX = 'cfsec:';
 const KEY_BYTES = 32;
@@ -39,26 +38,7 @@ export class SecretBox {
    * processes starting at once agree: only one creation wins, the other reads it.
    */
   static fromKeyFile(file: string): SecretBox {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      // written whole under another name, then linked into place: a process reading
-      // the file never sees it half written, and only one creation can win
-      const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
-      writeFileSync(tmp, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600 });
-      chmodSync(tmp, 0o600);
-      try {
-        linkSync(tmp, file);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      } finally {
-        unlinkSync(tmp);
-      }
-      text = readFileSync(file, 'utf8');
-    }
+    const text = readOrCreateKeyFile(file, () => `${randomBytes(KEY_BYTES).toString('base64')}\n`);
     const key = Buffer.from(text.trim(), 'base64');
     if (key.length !== KEY_BYTES) {
       throw new SecretKeyError(`the secret key file ${file} does not hold a ${KEY_BYTES}-byte key (base64)`);
