@@ -12,7 +12,7 @@
 // claimed by a directory <baseDir>/<k> holding the owner's pid, so concurrent
 // fleets never collide and a later run can remove what a crashed one left.
 
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
@@ -22,12 +22,24 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { MachineTarget } from '../activities/substrates/substrate.ts';
+import {
+  allowBridge,
+  claimNumber,
+  cleanUpAtExit,
+  has,
+  killNetns,
+  linkList,
+  netnsList,
+  ownerAlive,
+  run,
+  subnetsInUse,
+  tryRun,
+} from './helpers/netns.ts';
 
 export interface FleetHost {
   name: string;
@@ -100,27 +112,6 @@ const vethName = (k: number, i: number) => `cfv${k}-${i}`;
 const NS_RE = /^charmflow-fleet-(\d+)-(\d+)$/;
 const LINK_RE = /^(?:cfbr(\d+)|cfv(\d+)-\d+)$/;
 
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
-  }
-}
-
-function tryRun(cmd: string, args: string[]): string | undefined {
-  try {
-    return run(cmd, args);
-  } catch {
-    return undefined;
-  }
-}
-
-function has(cmd: string): boolean {
-  return tryRun('sh', ['-c', `command -v ${cmd}`]) !== undefined;
-}
-
 /** Why a fleet cannot be made here, or undefined when it can. Tests skip with this reason. */
 export function fleetUnsupportedReason(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux network namespaces';
@@ -132,72 +123,12 @@ export function fleetUnsupportedReason(): string | undefined {
   return undefined;
 }
 
-// Process start time in clock ticks: with the pid it names one process for good, even after pid reuse.
-function startTimeOf(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-interface Owner {
-  pid: number;
-  start: string;
-}
-
-function ownerAlive(dir: string): boolean {
-  const file = join(dir, 'owner.json');
-  let owner: Owner;
-  try {
-    owner = JSON.parse(readFileSync(file, 'utf8')) as Owner;
-  } catch {
-    // Being created right now, or left half-made by a crash long ago.
-    try {
-      return Date.now() - statSync(dir).mtimeMs < 60_000;
-    } catch {
-      return false;
-    }
-  }
-  return startTimeOf(owner.pid) === owner.start;
-}
-
-function netnsList(): string[] {
-  return (tryRun('ip', ['netns', 'list']) ?? '')
-    .split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter(Boolean);
-}
-
-function linkList(): string[] {
-  return (tryRun('ip', ['-o', 'link', 'show']) ?? '')
-    .split('\n')
-    .map((l) => l.split(': ')[1]?.split('@')[0])
-    .filter((n): n is string => Boolean(n));
-}
-
-function killNamespace(ns: string): void {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const pids = (tryRun('ip', ['netns', 'pids', ns]) ?? '').split('\n').filter(Boolean).map(Number);
-    if (pids.length === 0) return;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    execFileSync('sleep', ['0.02']);
-  }
-}
-
 // Remove everything named after subnet k. Only ever called for a k we own or whose owner is dead.
 function teardownSubnet(k: number): void {
   for (const ns of netnsList()) {
     const m = NS_RE.exec(ns);
     if (m && Number(m[1]) === k) {
-      killNamespace(ns);
+      killNetns(ns);
       tryRun('ip', ['netns', 'delete', ns]);
     }
   }
@@ -233,54 +164,14 @@ function reapStale(base: string): void {
   for (const k of orphans) if (!existsSync(join(base, String(k)))) teardownSubnet(k);
 }
 
-/** Subnets 10.231.<k>.0/24 already used by something that is not a fleet. */
-function foreignSubnets(): Set<number> {
-  const used = new Set<number>();
-  const text = (tryRun('ip', ['-o', '-4', 'addr', 'show']) ?? '') + (tryRun('ip', ['-4', 'route', 'show']) ?? '');
-  for (const m of text.matchAll(/\b10\.231\.(\d+)\./g)) used.add(Number(m[1]));
-  return used;
-}
-
 function claimSubnet(base: string): { k: number; dir: string } {
-  const used = foreignSubnets();
-  const start = process.pid % 250;
-  for (let j = 0; j < 250; j++) {
-    const k = 1 + ((start + j) % 250);
-    if (used.has(k)) continue;
-    const dir = join(base, String(k));
-    try {
-      mkdirSync(dir); // atomic: the claim
-    } catch {
-      continue;
-    }
-    const owner: Owner = { pid: process.pid, start: startTimeOf(process.pid) ?? '' };
-    writeFileSync(join(dir, 'owner.json'), JSON.stringify(owner));
-    return { k, dir };
-  }
-  throw new Error('no free 10.231.<k>.0/24 subnet for a test fleet');
+  const claimed = claimNumber(base, subnetsInUse(231));
+  if (!claimed) throw new Error('no free 10.231.<k>.0/24 subnet for a test fleet');
+  return claimed;
 }
 
-// Most machines have no firewall rules at all. Where iptables is present (Docker hosts set
-// FORWARD to DROP, and br_netfilter makes bridged host-to-host traffic pass FORWARD), let
-// the fleet's own bridge through and nothing else.
 function firewall(k: number, action: 'insert' | 'delete'): void {
-  if (!has('iptables')) return;
-  const br = bridgeName(k);
-  const rules = [
-    ['INPUT', '-i', br],
-    ['OUTPUT', '-o', br],
-    ['FORWARD', '-i', br, '-o', br],
-  ];
-  for (const [chain, ...match] of rules) {
-    const spec = [chain, ...match, '-m', 'comment', '--comment', `charmflow-fleet-${k}`, '-j', 'ACCEPT'];
-    if (action === 'insert') {
-      tryRun('iptables', ['-w', '-I', ...spec]);
-    } else {
-      while (tryRun('iptables', ['-w', '-D', ...spec]) !== undefined) {
-        // delete every copy
-      }
-    }
-  }
+  allowBridge(bridgeName(k), `charmflow-fleet-${k}`, action);
 }
 
 function fingerprintOfFile(pubPath: string): string {
@@ -302,25 +193,6 @@ function canConnect(address: string, port: number, timeoutMs: number): Promise<b
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const liveFleets = new Set<() => void>();
-let exitHooksInstalled = false;
-
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  process.on('exit', () => {
-    for (const destroy of liveFleets) destroy();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      for (const destroy of liveFleets) destroy();
-      process.removeListener(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
 
 interface HostState {
   host: FleetHost;
@@ -350,12 +222,11 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
   const destroySync = () => {
     if (destroyed) return;
     destroyed = true;
-    liveFleets.delete(destroySync);
+    atExit.cancel();
     teardownSubnet(k);
     rmSync(dir, { recursive: true, force: true });
   };
-  liveFleets.add(destroySync);
-  installExitHooks();
+  const atExit = cleanUpAtExit(destroySync);
 
   const states: HostState[] = [];
   try {
@@ -487,7 +358,7 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
       run('ip', ['link', 'set', state(i).veth, 'up']);
     },
     async killHost(i) {
-      killNamespace(state(i).ns);
+      killNetns(state(i).ns);
     },
     sh(i, command) {
       const h = state(i).host;
@@ -505,12 +376,12 @@ export async function createFleet(n: number, opts: FleetOptions = {}): Promise<F
     },
     async restartHost(i) {
       const s = state(i);
-      killNamespace(s.ns);
+      killNetns(s.ns);
       await startSshd(s, startTimeoutMs);
     },
     async rotateHostKey(i) {
       const s = state(i);
-      killNamespace(s.ns);
+      killNetns(s.ns);
       rmSync(s.hostKeyPath, { force: true });
       rmSync(`${s.hostKeyPath}.pub`, { force: true });
       run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', s.host.name, '-f', s.hostKeyPath]);

@@ -10,7 +10,7 @@
 // pid and start time, so concurrent servers never collide and a later run removes what a
 // crashed one left behind.
 
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -19,11 +19,25 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import {
+  allowBridge,
+  claimNumber,
+  cleanUpAtExit,
+  has,
+  killNetns,
+  linkList,
+  netnsList,
+  type Owner,
+  ownerAlive,
+  readOwner,
+  run,
+  subnetsInUse,
+  tryRun,
+} from '../netns.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -87,23 +101,6 @@ export interface SandboxSpec {
   subdomain?: string;
 }
 
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
-  }
-}
-
-function tryRun(cmd: string, args: string[]): string | undefined {
-  try {
-    return run(cmd, args);
-  } catch {
-    return undefined;
-  }
-}
-
 async function runAsync(cmd: string, args: string[]): Promise<string> {
   try {
     const { stdout } = await execFileAsync(cmd, args, { encoding: 'utf8' });
@@ -112,10 +109,6 @@ async function runAsync(cmd: string, args: string[]): Promise<string> {
     const e = err as { stderr?: string; message: string };
     throw new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
   }
-}
-
-function has(cmd: string): boolean {
-  return tryRun('sh', ['-c', `command -v ${cmd}`]) !== undefined;
 }
 
 /** Why pod sandboxes cannot be made here, or undefined when they can. Tests skip with this reason. */
@@ -128,55 +121,9 @@ export function sandboxUnsupportedReason(): string | undefined {
   return undefined;
 }
 
-// Process start time in clock ticks: with the pid it names one process for good, even after pid reuse.
-function startTimeOf(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-interface Claim {
-  pid: number;
-  start: string;
+interface Claim extends Owner {
   /** Where the claimant keeps its pods' directories, to remove them after a crash. */
   podsDir: string;
-}
-
-function readClaim(dir: string): Claim | undefined {
-  try {
-    return JSON.parse(readFileSync(join(dir, 'owner.json'), 'utf8')) as Claim;
-  } catch {
-    return undefined;
-  }
-}
-
-function claimAlive(dir: string): boolean {
-  const claim = readClaim(dir);
-  if (!claim) {
-    try {
-      return Date.now() - statSync(dir).mtimeMs < 60_000; // being written right now
-    } catch {
-      return false;
-    }
-  }
-  return startTimeOf(claim.pid) === claim.start;
-}
-
-function netnsList(): string[] {
-  return (tryRun('ip', ['netns', 'list']) ?? '')
-    .split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter(Boolean);
-}
-
-function linkList(): string[] {
-  return (tryRun('ip', ['-o', 'link', 'show']) ?? '')
-    .split('\n')
-    .map((l) => l.split(': ')[1]?.split('@')[0])
-    .filter((n): n is string => Boolean(n));
 }
 
 function pidsInNamespace(kind: 'net' | 'pid', nsId: string): number[] {
@@ -192,26 +139,11 @@ function pidsInNamespace(kind: 'net' | 'pid', nsId: string): number[] {
   return out;
 }
 
-function killNamedNetns(ns: string): void {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const pids = (tryRun('ip', ['netns', 'pids', ns]) ?? '').split('\n').filter(Boolean).map(Number);
-    if (pids.length === 0) return;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    execFileSync('sleep', ['0.02']);
-  }
-}
-
 function teardownClaim(k: number, ownBridge: boolean): void {
   for (const ns of netnsList()) {
     const m = NS_RE.exec(ns);
     if (m && Number(m[1]) === k) {
-      killNamedNetns(ns);
+      killNetns(ns);
       tryRun('ip', ['netns', 'delete', ns]);
     }
   }
@@ -229,11 +161,11 @@ function reapStale(): void {
   for (const entry of readdirSync(CLAIM_BASE)) {
     if (!/^\d+$/.test(entry)) continue;
     const dir = join(CLAIM_BASE, entry);
-    if (claimAlive(dir)) {
+    if (ownerAlive(dir)) {
       live.add(Number(entry));
       continue;
     }
-    const claim = readClaim(dir);
+    const claim = readOwner<Claim>(dir);
     teardownClaim(Number(entry), true);
     if (claim?.podsDir && existsSync(claim.podsDir)) rmSync(claim.podsDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
@@ -248,69 +180,19 @@ function reapStale(): void {
   }
 }
 
-/** 10.232.<k>.0/24 networks already in use by something else on this host. */
-function foreignSubnets(): Set<number> {
-  const used = new Set<number>();
-  const text = (tryRun('ip', ['-o', '-4', 'addr', 'show']) ?? '') + (tryRun('ip', ['-4', 'route', 'show']) ?? '');
-  for (const m of text.matchAll(/\b10\.232\.(\d+)\./g)) used.add(Number(m[1]));
-  return used;
-}
-
 function claim(podsDir: string): { k: number; dir: string } {
   mkdirSync(CLAIM_BASE, { recursive: true, mode: 0o755 });
   reapStale();
-  const used = foreignSubnets();
-  const start = process.pid % 250;
-  for (let j = 0; j < 250; j++) {
-    const k = 1 + ((start + j) % 250);
-    if (used.has(k)) continue;
-    const dir = join(CLAIM_BASE, String(k));
-    try {
-      mkdirSync(dir);
-    } catch {
-      continue;
-    }
-    const c: Claim = { pid: process.pid, start: startTimeOf(process.pid) ?? '', podsDir };
-    writeFileSync(join(dir, 'owner.json'), JSON.stringify(c));
-    return { k, dir };
-  }
-  throw new Error('no free claim number (10.232.<k>.0/24) for a Kubernetes API server test double');
+  const claimed = claimNumber(CLAIM_BASE, subnetsInUse(232), { podsDir });
+  if (!claimed) throw new Error('no free claim number (10.232.<k>.0/24) for a Kubernetes API server test double');
+  return claimed;
 }
 
-// Where iptables exists (Docker hosts set FORWARD to DROP), let the pods' bridge through.
 function firewall(bridge: string, k: number, action: 'insert' | 'delete'): void {
-  if (!has('iptables')) return;
-  const rules = [
-    ['INPUT', '-i', bridge],
-    ['OUTPUT', '-o', bridge],
-    ['FORWARD', '-i', bridge, '-o', bridge],
-  ];
-  for (const [chain, ...match] of rules) {
-    const spec = [chain, ...match, '-m', 'comment', '--comment', `charmflow-kube-${k}`, '-j', 'ACCEPT'];
-    if (action === 'insert') tryRun('iptables', ['-w', '-I', ...spec]);
-    else while (tryRun('iptables', ['-w', '-D', ...spec]) !== undefined) {}
-  }
+  allowBridge(bridge, `charmflow-kube-${k}`, action);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const liveHosts = new Set<() => void>();
-let exitHooksInstalled = false;
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  process.on('exit', () => {
-    for (const stop of liveHosts) stop();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      for (const stop of liveHosts) stop();
-      process.removeListener(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
 
 export class SandboxHost {
   readonly bridge: string;
@@ -325,7 +207,7 @@ export class SandboxHost {
   private seq = 0;
   private stopped = false;
   private readonly pause = pauseCommand();
-  private readonly stopSync: () => void;
+  private readonly atExit: { cancel(): void };
 
   private constructor(
     readonly k: number,
@@ -346,7 +228,7 @@ export class SandboxHost {
     } else {
       this.gateway = `10.232.${k}.1`;
     }
-    this.stopSync = () => this.teardownSync();
+    this.atExit = cleanUpAtExit(() => this.teardownSync());
   }
 
   static create(dir: string, network?: PodNetworkOptions): SandboxHost {
@@ -364,8 +246,6 @@ export class SandboxHost {
     mkdirSync(CHARM_ROOT, { recursive: true });
     const { k, dir: claimDir } = claim(podsDir);
     const host = new SandboxHost(k, claimDir, podsDir, network);
-    liveHosts.add(host.stopSync);
-    installExitHooks();
     try {
       if (!network) {
         run('ip', ['link', 'add', host.bridge, 'type', 'bridge']);
@@ -567,7 +447,7 @@ export class SandboxHost {
   private teardownSync(): void {
     if (this.stopped) return;
     this.stopped = true;
-    liveHosts.delete(this.stopSync);
+    this.atExit.cancel();
     for (const sb of this.sandboxes.values()) {
       sb.dead = true;
       if (sb.pausePid) signal(sb.pausePid, 'SIGKILL');
