@@ -9,8 +9,8 @@
 import { PassThrough, Writable } from 'node:stream';
 import { Exec, type KubeConfig, type V1Status } from '@kubernetes/client-node';
 import { Cluster, isNotFound, podProblem } from '../kubernetes-cluster.ts';
+import { ExecStream } from './exec-stream.ts';
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput, shellQuote } from './machine-shell.ts';
-import { outputCollector } from './output-tail.ts';
 import {
   acceptStdin,
   type ExecRequest,
@@ -158,22 +158,14 @@ export class KubernetesSubstrate implements Substrate {
     ].join('; ');
 
     return new Promise<ExecResult>((resolve, reject) => {
-      const out = outputCollector(req.onStdout !== undefined);
-      const err = outputCollector(req.onStderr !== undefined);
       let status: V1Status | undefined;
-      let callbackError: unknown;
-      let pid: number | undefined;
-      let head: Buffer | undefined = Buffer.alloc(0);
-      let killing = false;
       let done = false;
       let ws: { close(): void; readyState: number } | undefined;
-      let graceTimer: NodeJS.Timeout | undefined;
       let timer: NodeJS.Timeout | undefined;
 
       const finish = (code: number | null) => {
         if (done) return;
         done = true;
-        clearTimeout(graceTimer);
         clearTimeout(timer);
         req.signal?.removeEventListener('abort', kill);
         try {
@@ -181,58 +173,30 @@ export class KubernetesSubstrate implements Substrate {
         } catch {
           // closed already
         }
-        if (callbackError !== undefined) reject(callbackError);
-        else resolve({ code, stdout: out.text(), stderr: err.text() });
+        stream.settle(code, resolve, reject);
       };
-      const killTree = () => {
-        if (pid === undefined) return;
-        // a separate exec: closing our websocket does not end the command on every runtime
-        void this.exec(target, { command: killTreeCommand(pid), timeoutMs: this.killGraceMs }).catch(() => {});
-      };
+      const stream: ExecStream = new ExecStream(req, {
+        marker: PID_MARKER,
+        graceMs: this.killGraceMs,
+        giveUp: () => finish(null),
+        killTree: (pid) => {
+          if (pid === undefined) return;
+          // a separate exec: closing our websocket does not end the command on every runtime
+          void this.exec(target, { command: killTreeCommand(pid), timeoutMs: this.killGraceMs }).catch(() => {});
+        },
+      });
       const kill = () => {
-        if (killing || done) return;
-        killing = true;
-        graceTimer = setTimeout(() => finish(null), this.killGraceMs);
-        if (head === undefined) killTree();
-      };
-      const deliver = (cb: ((chunk: Buffer) => void) | undefined, chunk: Buffer) => {
-        if (!cb || callbackError !== undefined || chunk.length === 0) return;
-        try {
-          cb(chunk);
-        } catch (e) {
-          callbackError = e;
-          kill();
-        }
-      };
-      const onStderr = (chunk: Buffer) => {
-        err.push(chunk);
-        deliver(req.onStderr, chunk);
-      };
-      const endHead = (rest: Buffer) => {
-        head = undefined;
-        onStderr(rest);
-        if (killing) killTree();
+        if (!done) stream.kill();
       };
       const stdout = new Writable({
         write(chunk: Buffer, _enc, cb) {
-          out.push(chunk);
-          deliver(req.onStdout, chunk);
+          stream.stdout(chunk);
           cb();
         },
       });
       const stderr = new Writable({
         write(chunk: Buffer, _enc, cb) {
-          if (head === undefined) {
-            onStderr(chunk);
-            return cb();
-          }
-          head = Buffer.concat([head, chunk]);
-          const at = head.indexOf(PID_MARKER);
-          const eol = at < 0 ? -1 : head.indexOf(10, at);
-          if (eol >= 0) {
-            pid = Number(head.subarray(at + PID_MARKER.length, eol).toString('latin1'));
-            endHead(Buffer.concat([head.subarray(0, at), head.subarray(eol + 1)]));
-          } else if (head.length > 65536) endHead(head);
+          stream.stderr(chunk);
           cb();
         },
       });
@@ -261,11 +225,11 @@ export class KubernetesSubstrate implements Substrate {
             req.onStarted?.();
             if (stdin) feedStdin(req.stdin, stdin);
             socket.on('close', () => {
-              if (head !== undefined) endHead(head);
+              stream.ended();
               // a lost connection answers without a status: code null
-              finish(killing ? null : exitCodeOf(status));
+              finish(stream.killing ? null : exitCodeOf(status));
             });
-            if (killing && head === undefined) killTree();
+            stream.killIfAsked();
             if (done) socket.close();
           },
           (e) => {
@@ -273,7 +237,7 @@ export class KubernetesSubstrate implements Substrate {
             done = true;
             clearTimeout(timer);
             req.signal?.removeEventListener('abort', kill);
-            if (killing) return resolve(killed);
+            if (stream.killing) return resolve(killed);
             const text = wsError(e);
             reject(
               isNotFound(e) || /404/.test(text)

@@ -3,8 +3,8 @@
 // Every call is one exec channel on the machine's pooled connection (ssh-pool.ts):
 // nothing is installed on the host, and a command costs a channel, not a handshake.
 
+import { ExecStream } from './exec-stream.ts';
 import { atomicWriteCommand, PROBE_SCRIPT, parseProbeOutput, shellQuote } from './machine-shell.ts';
-import { outputCollector } from './output-tail.ts';
 import { type OpenedExec, SshPool, type SshPoolOptions, type SshPoolStats } from './ssh-pool.ts';
 import {
   acceptStdin,
@@ -151,92 +151,45 @@ export class SshSubstrate implements Substrate {
     const { channel } = opened;
     req.onStarted?.();
     return new Promise<ExecResult>((resolve, reject) => {
-      // The caller that streams a stream keeps it: only a tail of it stays here.
-      const out = outputCollector(req.onStdout !== undefined);
-      const err = outputCollector(req.onStderr !== undefined);
       let code: number | null = null;
-      let callbackError: unknown;
-      let pgid: number | undefined;
-      // stderr until our marker line has been seen and cut out.
-      let head: Buffer | undefined = Buffer.alloc(0);
-      let killing = false;
-      let graceTimer: NodeJS.Timeout | undefined;
       let done = false;
-
       const finish = () => {
         if (done) return;
         done = true;
-        clearTimeout(graceTimer);
         stop.removeEventListener('abort', kill);
-        if (callbackError !== undefined) reject(callbackError);
-        else resolve({ code, stdout: out.text(), stderr: err.text() });
+        stream.settle(code, resolve, reject);
       };
-      const killGroup = () => {
-        const close = () => {
-          if (!done) channel.close();
-        };
-        if (pgid === undefined) return close();
-        // A separate command, not an SSH signal request: sshd refuses those on root sessions.
-        this.pool
-          .openExec(target, `kill -KILL -- -${pgid} 2>/dev/null; true`, {
-            unbounded: true,
-            signal: AbortSignal.timeout(this.killGraceMs),
-          })
-          .then((k) => {
-            k.channel.resume();
-            k.channel.stderr.resume();
-            k.channel.on('error', () => {});
-            k.channel.once('close', () => {
-              k.release();
-              close();
-            });
-            k.channel.end();
-          }, close);
-      };
-      const kill = () => {
-        if (killing) return;
-        killing = true;
-        // On a dead link nothing more will come until keepalive gives up: answer anyway.
-        graceTimer = setTimeout(finish, this.killGraceMs);
-        // Without the group id yet, the kill waits for the marker (it is the first thing the command writes).
-        if (head === undefined) killGroup();
-      };
-      // A throwing callback is the caller's bug: stop the command and hand the error back.
-      const deliver = (cb: ((chunk: Buffer) => void) | undefined, chunk: Buffer) => {
-        if (!cb || callbackError !== undefined || chunk.length === 0) return;
-        try {
-          cb(chunk);
-        } catch (e) {
-          callbackError = e;
-          kill();
-        }
-      };
-      const onStderr = (chunk: Buffer) => {
-        err.push(chunk);
-        deliver(req.onStderr, chunk);
-      };
-      const endHead = (rest: Buffer) => {
-        head = undefined;
-        onStderr(rest);
-        if (killing) killGroup();
-      };
+      const stream: ExecStream = new ExecStream(req, {
+        marker: PID_MARKER,
+        graceMs: this.killGraceMs,
+        giveUp: finish,
+        killTree: (pgid) => {
+          const close = () => {
+            if (!done) channel.close();
+          };
+          if (pgid === undefined) return close();
+          // A separate command, not an SSH signal request: sshd refuses those on root sessions.
+          this.pool
+            .openExec(target, `kill -KILL -- -${pgid} 2>/dev/null; true`, {
+              unbounded: true,
+              signal: AbortSignal.timeout(this.killGraceMs),
+            })
+            .then((k) => {
+              k.channel.resume();
+              k.channel.stderr.resume();
+              k.channel.on('error', () => {});
+              k.channel.once('close', () => {
+                k.release();
+                close();
+              });
+              k.channel.end();
+            }, close);
+        },
+      });
+      const kill = () => stream.kill();
 
-      channel.on('data', (chunk: Buffer) => {
-        out.push(chunk);
-        deliver(req.onStdout, chunk);
-      });
-      channel.stderr.on('data', (chunk: Buffer) => {
-        if (head === undefined) return onStderr(chunk);
-        head = Buffer.concat([head, chunk]);
-        const at = head.indexOf(PID_MARKER);
-        const eol = at < 0 ? -1 : head.indexOf(10, at);
-        if (eol >= 0) {
-          pgid = Number(head.subarray(at + PID_MARKER.length, eol).toString('latin1'));
-          // Anything before the marker came from the login shell's start-up files: still stderr.
-          return endHead(Buffer.concat([head.subarray(0, at), head.subarray(eol + 1)]));
-        }
-        if (head.length > 65536) endHead(head);
-      });
+      channel.on('data', (chunk: Buffer) => stream.stdout(chunk));
+      channel.stderr.on('data', (chunk: Buffer) => stream.stderr(chunk));
       channel.on('error', () => {
         // Surfaces as a close without exit status (code null).
       });
@@ -244,7 +197,7 @@ export class SshSubstrate implements Substrate {
       // arrive in one packet, parsed before this listener exists, and 'exit' is not replayed.
       channel.once('close', (exitCode?: number | null) => {
         code = typeof exitCode === 'number' ? exitCode : null;
-        if (head !== undefined) endHead(head);
+        stream.ended();
         opened.release();
         finish();
       });
