@@ -16,15 +16,37 @@ function publicLine(privateKey: string, file: string): string {
 }
 
 /**
+ * A new ed25519 key, in OpenSSH format. ssh2's generator drops a leading zero byte of
+ * the public key (about 1 key in 256), which gives a key that ssh2 itself then refuses
+ * ("Malformed OpenSSH private key"), so a controller could never log in to a machine
+ * with it: such a key is made again.
+ */
+export function newControllerKey(): string {
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const key = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'charmflow-controller' }).private;
+    if (!(ssh2.utils.parseKey(key) instanceof Error)) return key;
+  }
+  throw new Error('could not make a usable ed25519 key');
+}
+
+/**
  * The key in `file`, made on first use (readOrCreateKeyFile: processes starting at once
- * agree on it). The public half is derived from the private key; the `.pub` file beside
- * it is for people.
+ * agree on it). A key that cannot be read (one made by the faulty generator before
+ * newControllerKey, which no machine could ever have been reached with) is moved aside
+ * to `<file>.unusable-<time>` and made again. The public half is derived from the
+ * private key; the `.pub` file beside it is for people.
  */
 export function loadOrCreateControllerKey(file: string): ControllerKey {
-  const privateKey = readOrCreateKeyFile(
-    file,
-    () => ssh2.utils.generateKeyPairSync('ed25519', { comment: 'charmflow-controller' }).private,
-  );
+  let privateKey = readOrCreateKeyFile(file, newControllerKey);
+  if (ssh2.utils.parseKey(privateKey) instanceof Error) {
+    try {
+      renameSync(file, `${file}.unusable-${Date.now()}`);
+    } catch (err) {
+      // another process moved it first
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    privateKey = readOrCreateKeyFile(file, newControllerKey);
+  }
   const publicKey = publicLine(privateKey, file);
   try {
     if (readFileSync(`${file}.pub`, 'utf8').trim() === publicKey) return { privateKey, publicKey };

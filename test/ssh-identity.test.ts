@@ -2,11 +2,12 @@
 // dir (the API and workers), its public half derived from the private key.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { loadOrCreateControllerKey } from '../controller/ssh-identity.ts';
+import ssh2 from 'ssh2';
+import { loadOrCreateControllerKey, newControllerKey } from '../controller/ssh-identity.ts';
 import { projectRoot } from './helpers/cli.ts';
 
 describe("the controller's SSH key", () => {
@@ -41,5 +42,39 @@ process.stdout.write(loadOrCreateControllerKey(${JSON.stringify(file)}).publicKe
     const again = loadOrCreateControllerKey(file);
     assert.equal(again.publicKey, keys[0]);
     assert.equal(again.privateKey, readFileSync(file, 'utf8'));
+  });
+
+  test('every key made is one ssh2 can read (its generator alone gets 1 in 256 wrong)', () => {
+    for (let i = 0; i < 1500; i++) {
+      const key = newControllerKey();
+      assert.ok(!(ssh2.utils.parseKey(key) instanceof Error), key);
+    }
+  });
+
+  test('a key the faulty generator made is moved aside and made again', () => {
+    // made by ssh2.utils.generateKeyPairSync: its public key has 31 bytes, not 32
+    const unusable = [
+      '-----BEGIN OPENSSH PRIVATE KEY-----',
+      'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMgAAAAtz',
+      'c2gtZWQyNTUxOQAAAB/w9q3JjZlq+LFqtRaog7rir9tI1YBNmB/jHPf9BNwGAAAA',
+      'mDsD1w87A9cPAAAAC3NzaC1lZDI1NTE5AAAAH/D2rcmNmWr4sWq1FqiDuuKv20jV',
+      'gE2YH+Mc9/0E3AYAAAA/sFQdj77xzlXgsNksTZV6TNs6lq6S2rNYRbp1QVUbdNTw',
+      '9q3JjZlq+LFqtRaog7rir9tI1YBNmB/jHPf9BNwGAAAAFGNoYXJtZmxvdy1jb250',
+      'cm9sbGVyAQID',
+      '-----END OPENSSH PRIVATE KEY-----',
+      '',
+    ].join('\n');
+    assert.ok(ssh2.utils.parseKey(unusable) instanceof Error);
+    const keyDir = join(dir, 'unusable');
+    mkdirSync(keyDir);
+    const file = join(keyDir, 'controller-key');
+    writeFileSync(file, unusable, { mode: 0o600 });
+    const key = loadOrCreateControllerKey(file);
+    assert.ok(!(ssh2.utils.parseKey(key.privateKey) instanceof Error));
+    assert.notEqual(key.privateKey, unusable);
+    assert.equal(readFileSync(file, 'utf8'), key.privateKey);
+    const aside = readdirSync(keyDir).filter((f) => f.startsWith('controller-key.unusable-'));
+    assert.equal(aside.length, 1);
+    assert.equal(readFileSync(join(keyDir, aside[0]), 'utf8'), unusable);
   });
 });
