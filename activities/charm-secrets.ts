@@ -9,7 +9,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { HookContext, SecretOp } from '../charm/hook-protocol.ts';
 import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
@@ -92,6 +92,18 @@ const open = (box: SecretBox, sealed: string | null): Record<string, string> | n
   sealed === null ? null : (JSON.parse(box.open(sealed)) as Record<string, string>);
 
 /**
+ * Whether the secret `s` (charm_secrets s) is one a unit's hooks are told of: owned by
+ * its application or by the unit itself, or granted to them. The unit is named by
+ * values or by column references (`sql.ref`): the one test of both the secrets a hook
+ * reads and of whether it has any to read.
+ */
+export function secretSeenBy(model: unknown, application: unknown, unit: unknown): RawBuilder<boolean> {
+  return sql<boolean>`((s.model_uuid = ${model} AND s.owner IN (${application}, ${unit}))
+      OR EXISTS (SELECT 1 FROM charm_secret_grants g WHERE g.secret_id = s.id
+        AND g.model_uuid = ${model} AND g.application = ${application} AND g.unit IN ('', ${unit})))`;
+}
+
+/**
  * What a hook is told of secrets: the ones its unit (or application) owns, with
  * their latest content, and the ones granted to it, with the revision it tracks
  * and the latest; the per-hook sealing key; and the secret a secret hook is about.
@@ -122,9 +134,7 @@ export async function secretsContext(
         FROM charm_secret_grants g WHERE g.secret_id = s.id) AS access
     FROM charm_secrets s
     LEFT JOIN charm_secret_consumers c ON c.secret_id = s.id AND c.model_uuid = ${m} AND c.unit = ${unit}
-    WHERE (s.model_uuid = ${m} AND s.owner IN (${app}, ${unit}))
-      OR EXISTS (SELECT 1 FROM charm_secret_grants g WHERE g.secret_id = s.id
-        AND g.model_uuid = ${m} AND g.application = ${app} AND g.unit IN ('', ${unit}))
+    WHERE ${secretSeenBy(m, app, unit)}
     ORDER BY s.id`.execute(db);
   const owned: HookContext['secrets']['owned'] = [];
   const granted: HookContext['secrets']['granted'] = [];

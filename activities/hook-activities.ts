@@ -13,7 +13,13 @@ import type { ActionOutcome, ApplicationRow, MachineRow, ModelRow, UnitRow } fro
 import type { SecretBox } from '../store/secret-box.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { UnitEvent, UnitRef } from '../workflows/messages.ts';
-import { applySecretOps, followSecretCommit, type SecretCommit, secretsContext } from './charm-secrets.ts';
+import {
+  applySecretOps,
+  followSecretCommit,
+  type SecretCommit,
+  secretSeenBy,
+  secretsContext,
+} from './charm-secrets.ts';
 import type { ActivityDeps } from './deps.ts';
 import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
 import { createMachineActivities } from './machine-activities.ts';
@@ -66,8 +72,7 @@ export interface UnitWorld {
   unit: UnitRow;
   machine: MachineRow;
   meta: CharmMeta;
-  /** Workload status of every unit of the application (status-get --application). */
-  /** The statuses of the application's units: the leader's context only carries them. */
+  /** Workload status of every unit of the application (status-get --application): the leader's only. */
   siblings: Record<string, { status: string; message: string }>;
   /** The application's unit names (for a unit that is not the leader). */
   siblingNames: string[];
@@ -162,10 +167,8 @@ function worldQuery(ref: UnitRef) {
       END AS sibling_names,
       EXISTS (SELECT 1 FROM integration_endpoints ie
         WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application) AS related,
-      (EXISTS (SELECT 1 FROM charm_secrets s
-          WHERE s.model_uuid = u.model_uuid AND s.owner IN (u.application, u.name))
-        OR EXISTS (SELECT 1 FROM charm_secret_grants g WHERE g.model_uuid = u.model_uuid
-          AND g.application = u.application AND g.unit IN ('', u.name))) AS secretive
+      EXISTS (SELECT 1 FROM charm_secrets s
+        WHERE ${secretSeenBy(sql.ref('u.model_uuid'), sql.ref('u.application'), sql.ref('u.name'))}) AS secretive
     FROM units u
     JOIN applications a ON a.model_uuid = u.model_uuid AND a.name = u.application
     JOIN models m ON m.uuid = u.model_uuid
