@@ -5,13 +5,11 @@ import ssh2 from 'ssh2';
 import type { ControllerKey } from '../activities/deps.ts';
 import { readOrCreateKeyFile } from '../store/key-file.ts';
 
-/** The `type base64 comment` line of a private key's public half. */
-function publicLine(privateKey: string, file: string): string {
+/** The `type base64 comment` line of a private key's public half; undefined when ssh2 cannot read the key. */
+function publicLine(privateKey: string): string | undefined {
   const parsed = ssh2.utils.parseKey(privateKey);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (key instanceof Error || !key) {
-    throw new Error(`the controller's SSH key ${file} cannot be read: ${key?.message ?? 'no key in it'}`);
-  }
+  if (key instanceof Error || !key) return undefined;
   return `${key.type} ${key.getPublicSSH().toString('base64')}${key.comment ? ` ${key.comment}` : ''}`;
 }
 
@@ -24,7 +22,7 @@ function publicLine(privateKey: string, file: string): string {
 export function newControllerKey(): string {
   for (let attempt = 0; attempt < 32; attempt++) {
     const key = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'charmflow-controller' }).private;
-    if (!(ssh2.utils.parseKey(key) instanceof Error)) return key;
+    if (publicLine(key) !== undefined) return key;
   }
   throw new Error('could not make a usable ed25519 key');
 }
@@ -38,7 +36,8 @@ export function newControllerKey(): string {
  */
 export function loadOrCreateControllerKey(file: string): ControllerKey {
   let privateKey = readOrCreateKeyFile(file, newControllerKey);
-  if (ssh2.utils.parseKey(privateKey) instanceof Error) {
+  let publicKey = publicLine(privateKey);
+  if (publicKey === undefined) {
     try {
       renameSync(file, `${file}.unusable-${Date.now()}`);
     } catch (err) {
@@ -46,8 +45,9 @@ export function loadOrCreateControllerKey(file: string): ControllerKey {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     privateKey = readOrCreateKeyFile(file, newControllerKey);
+    publicKey = publicLine(privateKey);
+    if (publicKey === undefined) throw new Error(`the controller's SSH key ${file} cannot be read`);
   }
-  const publicKey = publicLine(privateKey, file);
   try {
     if (readFileSync(`${file}.pub`, 'utf8').trim() === publicKey) return { privateKey, publicKey };
   } catch {
