@@ -2,6 +2,7 @@
 import { createAppBackupActivities } from './app-backup-activities.ts';
 import { createControllerBackupActivities } from './controller-backup-activities.ts';
 import type { ActivityDeps } from './deps.ts';
+import { createDeployActivities } from './deploy-activities.ts';
 import { createHookActivities } from './hook-activities.ts';
 import { createMachineActivities } from './machine-activities.ts';
 import { createModelActivities } from './model-activities.ts';
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createMachineActivities(deps),
     ...createHookActivities(deps),
     ...createUnitActivities(deps),
+    ...createDeployActivities(deps),
     ...createRetentionActivities(deps),
     ...createRelationActivities(deps),
     ...createRefreshActivities(deps),

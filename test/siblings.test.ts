@@ -45,8 +45,7 @@ describe('siblings in the hook context', () => {
       [...new Set(names)],
       [
         'allocating machines',
-        'provisioning 3 machine(s)',
-        'starting unit agents',
+        "provisioning 3 machine(s) and starting their units' agents",
         'running install, leader, config-changed and start hooks',
       ],
     );

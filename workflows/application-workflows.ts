@@ -3,6 +3,7 @@
 // reporting per-unit progress as they go.
 import {
   ApplicationFailure,
+  CancellationScope,
   condition,
   getExternalWorkflowHandle,
   ParentClosePolicy,
@@ -14,6 +15,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { DeployActivities } from '../activities/deploy-activities.ts';
 import type { MachineActivities } from '../activities/machine-activities.ts';
 import type { RelationActivities } from '../activities/relation-activities.ts';
 import type { UnitActivities } from '../activities/unit-activities.ts';
@@ -27,14 +29,30 @@ import {
   unitAgentWorkflowId,
   unitProgressSignal,
 } from './messages.ts';
+import { newUnitAgentState, type UnitsLaunch } from './new-unit-agent.ts';
 import { type OperationContext, type OperationInput, operationRecords as ops, runOperation } from './operation.ts';
-import { introduce, type RelationIntro, type RelationsSeen } from './relations.ts';
+import type { RelationIntro } from './relations.ts';
 import { ApplicationKey, ModelKey } from './search-attributes.ts';
 import { PATCH_AGENT_SETTINGS, PATCH_RELATIONS, unitAgentWorkflow } from './unit-agent.ts';
+
+/** 2026-12: deploy starts its agents from activities and follows its units in the store. */
+export const PATCH_DEPLOY_FOLLOWS_STORE = 'deploy-follows-store';
 
 // forced removal and record clean-up: an operation never stops half way through them
 const units = proxyActivities<UnitActivities>(BOOKKEEPING_ACTIVITY);
 const relations = proxyActivities<RelationActivities>(BOOKKEEPING_ACTIVITY);
+// starting agents: one call to the server per unit, retried until the batch is done
+const launcher = proxyActivities<DeployActivities>({
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '1 minute',
+  retry: BOOKKEEPING_RETRY,
+});
+// one look at a deploy's units lasts up to FOLLOW_FOR_MS; a lost worker is noticed by the heartbeat
+const following = proxyActivities<DeployActivities>({
+  startToCloseTimeout: '15 minutes',
+  heartbeatTimeout: '30 seconds',
+  retry: BOOKKEEPING_RETRY,
+});
 const placement = proxyActivities<MachineActivities>({
   // a batch of machines; the heartbeat notices a lost worker at once
   startToCloseTimeout: '15 minutes',
@@ -203,6 +221,11 @@ export async function deployWorkflow(input: DeployInput): Promise<void> {
 
 /** Places the new units, starts their agents and waits for their start hooks (throws when one fails). */
 export async function deployUnits(ctx: OperationContext, input: DeployInput): Promise<void> {
+  // 2026-12: the deploy's history no longer grows with its units (README: Versioning workflows)
+  if (patched(PATCH_DEPLOY_FOLLOWS_STORE)) {
+    await deployFollowingStore(ctx, input);
+    return;
+  }
   {
     const tracker = new UnitTracker(
       input,
@@ -219,19 +242,9 @@ export async function deployUnits(ctx: OperationContext, input: DeployInput): Pr
     await Promise.all(
       input.units.map(async (u) => {
         // told of every failure, and of success only at the end (start)
-        const seen: RelationsSeen = {};
-        const created = introduce(seen, input.relations ?? []).map((e) => ({ ...e, notify: self, quiet: true }));
-        const events: UnitEvent[] = [
-          { hook: 'install', notify: self, quiet: true },
-          ...created,
-          { hook: u.leader ? 'leader-elected' : 'leader-settings-changed', notify: self, quiet: true },
-          { hook: 'config-changed', notify: self, quiet: true },
-          { hook: 'start', notify: self },
-        ];
-        const relating = input.relatable ? { relatable: true, started: false, relations: seen } : {};
         await startChild(unitAgentWorkflow, {
           workflowId: unitAgentWorkflowId(input.model, input.modelUuid, u.unit),
-          args: [{ ref: refOf(input, u.unit), queue: events, seq: 0, prepared: false, ...relating, ...settings }],
+          args: [newUnitAgentState(input, u, settings, self)],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: `unit agent of ${u.unit} in model ${input.model}`,
           typedSearchAttributes: [
@@ -243,13 +256,76 @@ export async function deployUnits(ctx: OperationContext, input: DeployInput): Pr
       }),
     );
     const outcome = await tracker.wait('running install, leader, config-changed and start hooks');
-    if (outcome === 'error') {
-      throw ApplicationFailure.nonRetryable(
-        `${tracker.errorSummary()}; the unit agent retries with backoff (see \`charmflow status\`, \`charmflow resolve\`)`,
-        'HookFailed',
-      );
-    }
+    if (outcome === 'error') throw hookFailed(tracker.errorSummary());
   }
+}
+
+function hookFailed(summary: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(
+    `${summary}; the unit agent retries with backoff (see \`charmflow status\`, \`charmflow resolve\`)`,
+    'HookFailed',
+  );
+}
+
+/** How long one look at the deploy's units lasts before the workflow asks again. */
+const FOLLOW_FOR_MS = 10 * 60_000;
+
+/**
+ * The deploy with a history of the same size for 1 unit or 1000: each batch of
+ * machines is provisioned and its units' agents started by activities (the first
+ * units run their hooks while later machines are still being prepared), and the
+ * units are followed in the model store, where their hooks record what they did,
+ * by one long activity that also keeps the operation's progress.
+ */
+async function deployFollowingStore(ctx: OperationContext, input: DeployInput): Promise<void> {
+  await ctx.step('allocating machines');
+  const fresh = input.units.filter((u) => u.machine === null).map((u) => u.unit);
+  const allocated = fresh.length > 0 ? await placement.allocateLocalMachines(input.model, fresh) : {};
+  const machineOf = (u: DeployInput['units'][number]) => u.machine ?? allocated[u.unit];
+  const distinct = [...new Set(input.units.map(machineOf))];
+  await ctx.step(`provisioning ${distinct.length} machine(s) and starting their units' agents`);
+  const launch: UnitsLaunch = {
+    model: input.model,
+    modelUuid: input.modelUuid,
+    application: input.application,
+    relatable: input.relatable,
+    relations: input.relations,
+  };
+  // the units are followed from now on: the progress shows machines being prepared
+  const step = 'running install, leader, config-changed and start hooks';
+  const follow = new CancellationScope();
+  const followed = follow.run(async () => {
+    while (true) {
+      const r = await following.followDeployedUnits({
+        operationId: input.operationId,
+        modelUuid: input.modelUuid,
+        units: input.units.map((u) => u.unit),
+        step,
+        forMs: FOLLOW_FOR_MS,
+      });
+      if (r.open === 0 || Object.keys(r.errors).length > 0) return r;
+    }
+  });
+  // (a failure to place the units ends the deploy: the follow is cancelled, not awaited)
+  followed.catch(() => undefined);
+  try {
+    const batches: string[][] = [];
+    for (let i = 0; i < distinct.length; i += PROVISION_BATCH) batches.push(distinct.slice(i, i + PROVISION_BATCH));
+    await Promise.all(
+      batches.map(async (ids) => {
+        await placement.provisionMachines(input.model, ids);
+        const on = new Set(ids);
+        const units = input.units.filter((u) => on.has(machineOf(u))).map((u) => ({ unit: u.unit, leader: u.leader }));
+        await launcher.launchUnitAgents(launch, units);
+      }),
+    );
+  } catch (err) {
+    follow.cancel();
+    throw err;
+  }
+  const result = await followed;
+  const errors = Object.entries(result.errors);
+  if (errors.length > 0) throw hookFailed(errors.map(([u, m]) => `unit ${u}: ${m}`).join('; '));
 }
 
 export interface UnitsInput extends ApplicationOperationInput {
