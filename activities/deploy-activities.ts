@@ -6,6 +6,7 @@ import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { sql } from 'kysely';
 import { updateStatusMs } from '../api/model-config.ts';
+import { asJsonRows } from '../store/json-rows.ts';
 import { unitAgentWorkflowId } from '../workflows/messages.ts';
 import { newUnitAgentState, type UnitsLaunch } from '../workflows/new-unit-agent.ts';
 import { ApplicationKey, ModelKey } from '../workflows/search-attributes.ts';
@@ -15,8 +16,12 @@ import { createOperationActivities } from './operation-activities.ts';
 /** Agents started at once (one call to the Temporal server each). */
 const START_CONCURRENCY = 16;
 
-/** How often the units are looked at, and at most how often the operation's progress is written. */
-const FOLLOW_POLL_MS = 500;
+/**
+ * How often the units are looked at: every half second, one more millisecond for each
+ * unit still going (a look at 1000 units is not free on the embedded store); and at
+ * most how often the operation's progress is written.
+ */
+const followPollMs = (open: number) => Math.min(500 + open, 2_000);
 const PROGRESS_EVERY_MS = 1_000;
 
 /** A unit's agent already running, started by something else than this deploy. */
@@ -160,13 +165,16 @@ export function createDeployActivities(deps: ActivityDeps) {
         const errors: Record<string, string> = {};
         const looks = new Map<string, UnitLook>();
         if (open.length > 0) {
-          const { rows } = await sql<UnitLook>`
+          const rows = await asJsonRows(
+            db,
+            sql<UnitLook>`
             SELECT u.name, u.workload_status, u.workload_message, u.agent_status, u.agent_message,
               u.last_hook, u.machine_id, m.state AS machine_state,
               EXISTS (SELECT 1 FROM hook_runs h
                 WHERE h.model_uuid = u.model_uuid AND h.unit = u.name AND h.hook = 'start' AND h.committed) AS started
             FROM units u LEFT JOIN machines m ON m.model_uuid = u.model_uuid AND m.id = u.machine_id
-            WHERE u.model_uuid = ${req.modelUuid} AND u.name IN (${sql.join(open)})`.execute(db);
+            WHERE u.model_uuid = ${req.modelUuid} AND u.name IN (${sql.join(open)})`,
+          );
           for (const r of rows) looks.set(r.name, r);
         }
         const still: string[] = [];
@@ -190,7 +198,7 @@ export function createDeployActivities(deps: ActivityDeps) {
         }
         if (done) return { finished: finished.length, open: open.length, errors };
         ctx.heartbeat({ finished: finished.length, open: open.length });
-        await ctx.sleep(FOLLOW_POLL_MS);
+        await ctx.sleep(followPollMs(open.length));
       }
     },
   };

@@ -3,6 +3,7 @@
 // driven through the API of a real controller on the local cloud.
 //
 //   node --import tsx scripts/record-histories.ts   (writes test/fixtures/histories/*.json)
+//   node --import tsx scripts/record-histories.ts deploy   (only those named)
 //
 // Re-record only when a change is meant to break replay of the old histories
 // (which running workflows would then fail): see "Versioning workflows" in README.
@@ -74,7 +75,9 @@ try {
 
   mkdirSync(out, { recursive: true });
   const runs = { deploy, resolve, config, remove, 'destroy-model': destroy, 'unit-agent': agent };
+  const only = process.argv.slice(2);
   for (const [name, workflowId] of Object.entries(runs)) {
+    if (only.length > 0 && !only.includes(name)) continue;
     const history = await c.client.workflow.getHandle(workflowId).fetchHistory();
     // protobuf's own object form (enums by name, bytes in base64): History.fromObject reads it back
     const json = temporal.api.history.v1.History.toObject(history as proto.temporal.api.history.v1.History, {

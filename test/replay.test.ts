@@ -22,8 +22,9 @@ describe('workflow replay', () => {
 
   test('every recorded history replays against the current workflow code', async () => {
     const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+    // `deploy.json` is today's code; `deploy@<patch>.json` a history from before that patch
     assert.deepEqual(
-      files.map((f) => f.replace(/\.json$/, '')).sort(),
+      [...new Set(files.map((f) => f.replace(/(@[^.]+)?\.json$/, '')))].sort(),
       EXPECTED,
       'a history for the unit agent and each operation workflow',
     );
@@ -39,7 +40,7 @@ describe('workflow replay', () => {
       replayed++;
       if (result.error) failures.push(`${result.workflowId}: ${result.error.message}`);
     }
-    assert.equal(replayed, EXPECTED.length);
+    assert.equal(replayed, files.length);
     assert.deepEqual(failures, []);
   });
 });
