@@ -1,8 +1,8 @@
 // All activities, built from their dependencies.
 import { createAppBackupActivities } from './app-backup-activities.ts';
 import { createControllerBackupActivities } from './controller-backup-activities.ts';
-import type { ActivityDeps } from './deps.ts';
 import { createDeployActivities } from './deploy-activities.ts';
+import type { ActivityDeps } from './deps.ts';
 import { createHookActivities } from './hook-activities.ts';
 import { createMachineActivities } from './machine-activities.ts';
 import { createModelActivities } from './model-activities.ts';
