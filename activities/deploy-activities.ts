@@ -191,7 +191,8 @@ export function createDeployActivities(deps: ActivityDeps) {
         if (view !== lastShown && (done || Date.now() - lastWrite >= PROGRESS_EVERY_MS)) {
           await records.updateOperation(req.operationId, {
             state: 'running',
-            progress: { step: `${req.step} (${finished.length}/${req.units.length} units)`, units: shown },
+            // live: the units' states are as the store has them (the API reads no hook runs for them)
+            progress: { step: `${req.step} (${finished.length}/${req.units.length} units)`, units: shown, live: true },
           });
           lastShown = view;
           lastWrite = Date.now();

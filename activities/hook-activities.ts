@@ -427,9 +427,6 @@ interface Replaced {
   incarnation: string;
 }
 
-/** How many hooks ahead of the running one a batch's runners start up on the machine. */
-const PRESTART_AHEAD = 2;
-
 const LEVELS = new Set(['TRACE', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']);
 
 const NO_NODE_EXIT = 73;
@@ -465,7 +462,12 @@ export function createHookActivities(deps: ActivityDeps) {
   }
 
   // Where each unit's runner was last started (see runOne).
-  const runners = new Map<string, { target: MachineTarget; runner: string; identity: string }>();
+  interface RunnerPlace {
+    target: MachineTarget;
+    runner: string;
+    identity: string;
+  }
+  const runners = new Map<string, RunnerPlace>();
   const runnerKey = (modelUuid: string, unit: string) => `${modelUuid}/${unit}`;
   function rememberRunner(world: UnitWorld) {
     const target = machineTarget(world.machine, deps.controllerKey, store.secrets);
@@ -500,57 +502,131 @@ export function createHookActivities(deps: ActivityDeps) {
   }
 
   /**
-   * Starts the runner on a unit's machine and streams its events into the store
-   * while the hook runs. The context follows on stdin once `input` resolves (an
-   * empty one withdraws the run: the runner exits without doing anything), so the
-   * SSH channel and the interpreter start while the controller still builds it.
-   * Answers as soon as the result event arrives; the channel closes on its own.
+   * One runner on a unit's machine that runs the unit's hooks one after another, each
+   * given its context on stdin (one line) once the controller has built it; an empty
+   * line ends it. Each hook still has its own supervisor and execution dir there, so
+   * each is exactly-once on its own, as with a runner per hook; what is saved is the
+   * interpreter's start-up and a channel per hook. The runner starts before the first
+   * context is known, so the channel and the interpreter start while the store is read.
+   * Its events go into the store as they come, to the hook whose context went last.
    */
-  async function startRunner(
-    target: MachineTarget,
-    runner: string,
-    ref: UnitRef,
-    hook: string,
-    input: Promise<string | undefined>,
-    onStarted?: () => void,
-  ): Promise<HookResult> {
-    const activity = Context.current();
-    const app = ref.unit.split('/')[0];
-    let result: HookResult | null = null;
-    let resultArrived = () => {};
-    const arrived = new Promise<void>((r) => {
-      resultArrived = r;
-    });
-    let pending: Promise<void> = Promise.resolve();
-    const logBuffer: LogLine[] = [];
-    const actionLog: ActionOutcome['log'] = [];
-    const flushLogs = () => {
-      if (logBuffer.length === 0) return;
-      const lines = logBuffer.splice(0);
-      pending = pending.then(() => appendLogs(db, ref.modelUuid, ref.unit, lines));
-    };
-    const handle = (line: string) => {
+  class RunnerSession {
+    readonly identity: string;
+    /** Resolves once the exec request is out (or the runner ended). */
+    readonly started: Promise<void>;
+    /** False once the runner ended or was closed: no more hooks go to it. */
+    alive = true;
+    private readonly reserved: RunnerSlot[] = [];
+    private readonly sent: RunnerSlot[] = [];
+    private closing = false;
+    private wake = noop;
+    private logBuffer: LogLine[] = [];
+    private pending: Promise<void> = Promise.resolve();
+    private readonly timer: NodeJS.Timeout;
+    private readonly stderr = new OutputTail(KEPT_OUTPUT_BYTES);
+    private readonly activity = Context.current();
+
+    constructor(
+      place: RunnerPlace,
+      private readonly ref: UnitRef,
+    ) {
+      this.identity = place.identity;
+      const activity = this.activity;
+      let markOut = noop;
+      const out = new Promise<void>((r) => {
+        markOut = r;
+      });
+      const splitter = new LineSplitter();
+      const exec = substrateFor(deps.substrates, place.target).exec(place.target, {
+        command: `python3 -S ${shellQuote(place.runner)}`,
+        stdin: this.feed(),
+        onStarted: markOut,
+        onStdout: (chunk) => splitter.push(chunk, (line) => this.handle(line)),
+        onStderr: (chunk) => this.stderr.push(chunk),
+        signal: activity.cancellationSignal,
+      });
+      // heartbeats (and log flushes) while a hook runs
+      this.timer = setInterval(() => {
+        if (this.sent.some((s) => !s.settled)) {
+          this.flushLogs();
+          activity.heartbeat();
+        }
+      }, 1000);
+      const ended = exec.then(
+        (r) => this.ended(r.code),
+        () => this.ended(null),
+      );
+      this.started = Promise.race([out, ended]);
+    }
+
+    /** A place in line for the unit's next hook. */
+    reserve(hook: string): RunnerSlot {
+      const slot = new RunnerSlot(this, hook);
+      if (!this.alive) slot.fail(this.lost(hook, null));
+      else this.reserved.push(slot);
+      this.wake();
+      return slot;
+    }
+
+    /** No more hooks: the runner ends after those whose context went. */
+    close(): void {
+      this.closing = true;
+      this.alive = false;
+      for (const slot of this.reserved) if (!slot.settled && !slot.given) slot.skip();
+      if (this.sent.every((s) => s.settled)) clearInterval(this.timer);
+      this.wake();
+    }
+
+    /** Wakes the feed: a slot was decided, or the session closes. */
+    poke(): void {
+      this.wake();
+    }
+
+    private async *feed(): AsyncGenerator<string> {
+      let next = 0;
+      while (true) {
+        while (next >= this.reserved.length && !this.closing) {
+          await new Promise<void>((r) => {
+            this.wake = r;
+          });
+        }
+        if (next >= this.reserved.length) break;
+        const slot = this.reserved[next];
+        const context = await slot.decided;
+        next++;
+        if (context === undefined) continue; // not run after all (finished before, unit gone)
+        this.sent.push(slot);
+        yield `${context}\n`;
+      }
+      yield '\n';
+    }
+
+    private handle(line: string): void {
+      const slot = this.sent.find((s) => !s.settled);
+      const hook = slot?.hook ?? 'hook';
       let parsed: HookEvent;
       try {
         parsed = HookEvent.parse(JSON.parse(line));
       } catch {
-        logBuffer.push({ level: 'WARNING', message: `${hook}: (runner) ${line}` });
+        this.logBuffer.push({ level: 'WARNING', message: `${hook}: (runner) ${line}` });
         return;
       }
+      const { ref } = this;
+      const app = ref.unit.split('/')[0];
       switch (parsed.type) {
         case 'log':
-          logBuffer.push({
+          this.logBuffer.push({
             level: LEVELS.has(parsed.level) ? parsed.level : 'INFO',
             message: parsed.message,
             at: new Date(parsed.ts),
           });
           break;
         case 'action-log':
-          logBuffer.push({ level: 'INFO', message: parsed.message, at: new Date(parsed.ts) });
-          actionLog.push({ at: new Date(parsed.ts).toISOString(), message: parsed.message });
+          this.logBuffer.push({ level: 'INFO', message: parsed.message, at: new Date(parsed.ts) });
+          slot?.actionLog.push({ at: new Date(parsed.ts).toISOString(), message: parsed.message });
           break;
         case 'output':
-          logBuffer.push({
+          this.logBuffer.push({
             level: parsed.stream === 'stderr' ? 'WARNING' : 'DEBUG',
             message: `${hook}: ${parsed.line}`,
             at: new Date(parsed.ts),
@@ -558,9 +634,9 @@ export function createHookActivities(deps: ActivityDeps) {
           break;
         case 'status': {
           // status-set takes effect at once, while the hook still runs
-          flushLogs();
+          this.flushLogs();
           const { scope, status, message } = parsed;
-          pending = pending.then(() =>
+          this.pending = this.pending.then(() =>
             scope === 'application'
               ? setApplicationStatus(db, ref.modelUuid, app, status, message)
               : setWorkloadStatus(db, ref.modelUuid, ref.unit, status, message),
@@ -569,7 +645,7 @@ export function createHookActivities(deps: ActivityDeps) {
         }
         case 'app-version': {
           const version = parsed.version;
-          pending = pending.then(async () => {
+          this.pending = this.pending.then(async () => {
             await db
               .updateTable('applications')
               .set({ workload_version: version })
@@ -579,108 +655,136 @@ export function createHookActivities(deps: ActivityDeps) {
           });
           break;
         }
-        case 'result':
-          result = Object.assign(parsed, { actionLog });
-          resultArrived();
+        case 'result': {
+          if (!slot) break;
+          // the hook's logs and statuses are in the store before its result is answered
+          this.flushLogs();
+          const written = this.pending;
+          this.pending = written.catch(noop);
+          slot.settle(written.then(() => Object.assign(parsed, { actionLog: slot.actionLog })));
+          if (this.closing && this.sent.every((s) => s.settled)) clearInterval(this.timer);
           break;
+        }
       }
-      activity.heartbeat();
-    };
-    const splitter = new LineSplitter();
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-    const stdin = input.then((text) => {
-      // heartbeats (and log flushes) only for a run that goes ahead
-      if (text && !settled)
-        timer = setInterval(() => {
-          flushLogs();
-          activity.heartbeat();
-        }, 1000);
-      return text;
-    });
-    // The runner's own stderr (its errors): a bounded tail, whatever a broken runner prints.
-    const stderr = new OutputTail(KEPT_OUTPUT_BYTES);
-    const exec = substrateFor(deps.substrates, target).exec(target, {
-      command: `python3 -S ${shellQuote(runner)}`,
-      stdin,
-      onStarted,
-      onStdout: (chunk) => splitter.push(chunk, handle),
-      onStderr: (chunk) => stderr.push(chunk),
-      signal: activity.cancellationSignal,
-    });
-    // after the result the channel's close is not waited for; a late failure is moot
-    exec.catch(() => {});
-    let ended: Awaited<typeof exec> | undefined;
-    try {
-      ended = await Promise.race([exec, arrived.then(() => undefined)]);
-    } finally {
-      settled = true;
-      clearInterval(timer);
-      flushLogs();
-      await pending;
+      this.activity.heartbeat();
     }
-    if (!result) {
-      // The channel died or the runner broke. The hook itself goes on under its
-      // supervisor on the machine; a retry of this activity attaches to it.
-      const why = ended?.code == null ? 'the connection to the machine was lost' : `runner exited ${ended.code}`;
-      throw ApplicationFailure.retryable(
-        `${why} during ${hook} on ${ref.unit}: ${stderr.text().trim().slice(-500)}`,
+
+    private flushLogs(): void {
+      if (this.logBuffer.length === 0) return;
+      const lines = this.logBuffer.splice(0);
+      const { ref } = this;
+      this.pending = this.pending.then(() => appendLogs(db, ref.modelUuid, ref.unit, lines));
+    }
+
+    /** The channel died or the runner exited: the hooks still waiting cannot get a result from it. */
+    private ended(code: number | null): void {
+      this.alive = false;
+      this.closing = true;
+      clearInterval(this.timer);
+      this.flushLogs();
+      for (const slot of [...this.sent, ...this.reserved]) if (!slot.settled) slot.fail(this.lost(slot.hook, code));
+      this.wake();
+    }
+
+    private lost(hook: string, code: number | null): Error {
+      // The hook itself goes on under its supervisor on the machine; a retry of the
+      // activity attaches to it.
+      const why = code == null ? 'the connection to the machine was lost' : `runner exited ${code}`;
+      return ApplicationFailure.retryable(
+        `${why} during ${hook} on ${this.ref.unit}: ${this.stderr.text().trim().slice(-500)}`,
         'RunnerLost',
       );
     }
-    return result;
+  }
+
+  /** A hook's place in a runner session: given its context, or skipped. */
+  class RunnerSlot {
+    readonly actionLog: ActionOutcome['log'] = [];
+    readonly result: Promise<HookResult>;
+    settled = false;
+    private decide: (context: string | undefined) => void = noop;
+    readonly decided = new Promise<string | undefined>((r) => {
+      this.decide = r;
+    });
+    private answer: (r: Promise<HookResult>) => void = noop;
+
+    constructor(
+      readonly session: RunnerSession,
+      readonly hook: string,
+    ) {
+      this.result = new Promise<HookResult>((resolve) => {
+        this.answer = resolve;
+      });
+      this.result.catch(noop); // a slot given up on is not waited for
+    }
+
+    given = false;
+
+    give(context: string): void {
+      this.given = true;
+      this.decide(context);
+      this.session.poke();
+    }
+
+    /** Not run after all: the runner goes on to the next hook. */
+    skip(): void {
+      this.settled = true;
+      this.decide(undefined);
+      this.session.poke();
+    }
+
+    settle(result: Promise<HookResult>): void {
+      this.settled = true;
+      this.answer(result);
+    }
+
+    fail(err: Error): void {
+      this.settled = true;
+      this.decide(undefined);
+      this.answer(Promise.reject(err));
+    }
   }
 
   /**
-   * A runner started on the machine a unit's last hook ran on (a unit never
-   * changes machine) before its context is known: it waits for the context on
-   * stdin, and runs nothing if it is withdrawn (`give(undefined)`).
+   * The runner sessions of one call: one at a time, started where the unit's runner
+   * last ran before any hook's context is known, and started again where the unit's
+   * machine now is when that changed or the last one ended.
    */
-  interface EarlyRunner {
-    identity: string;
-    result: Promise<HookResult>;
-    /** Resolves once the exec request is out (or the attempt ended). */
-    started: Promise<void>;
-    /** Whether the exec request is out. */
-    readonly out: boolean;
-    give(context: string | undefined): void;
-  }
+  class UnitRunners {
+    private session: RunnerSession | undefined;
+    constructor(private readonly ref: UnitRef) {}
 
-  function startEarly(
-    ref: UnitRef,
-    hook: string,
-    opts: { ahead?: boolean; onOut?: () => void } = {},
-  ): EarlyRunner | undefined {
-    const known = runners.get(runnerKey(ref.modelUuid, ref.unit));
-    if (!known) return undefined;
-    // a runner for a later hook takes a channel only while one stays free for others
-    const spare = substrateFor(deps.substrates, known.target).spareChannels?.(known.target);
-    if (opts.ahead && spare !== undefined && spare < 2) return undefined;
-    const onOut = opts.onOut ?? noop;
-    let give: (context: string | undefined) => void = noop;
-    let markOut = noop;
-    const started = new Promise<void>((r) => {
-      markOut = r;
-    });
-    const input = new Promise<string | undefined>((r) => {
-      give = r;
-    });
-    const state = { out: false };
-    const result = startRunner(known.target, known.runner, ref, hook, input, () => {
-      state.out = true;
-      markOut();
-      onOut();
-    });
-    const ended = result.then(noop, noop); // also marks a withdrawn run's failure handled
-    return {
-      identity: known.identity,
-      result,
-      started: Promise.race([started, ended]),
-      get out() {
-        return state.out;
-      },
-      give,
-    };
+    /** Starts a runner where the unit's last hook ran, if known, for the hooks to come. */
+    warm(): void {
+      if (this.session?.alive) return;
+      const known = runners.get(runnerKey(this.ref.modelUuid, this.ref.unit));
+      if (known) this.session = new RunnerSession(known, this.ref);
+    }
+
+    /** A place for the next hook on the running session (if any). */
+    reserve(hook: string): RunnerSlot | undefined {
+      return this.session?.alive ? this.session.reserve(hook) : undefined;
+    }
+
+    /** The hook's context, on `slot` when it runs where the hook must, else on a new runner there. */
+    run(slot: RunnerSlot | undefined, place: RunnerPlace, hook: string, context: string): Promise<HookResult> {
+      if (slot && slot.session === this.session && this.session.alive && this.session.identity === place.identity) {
+        slot.give(context);
+        return slot.result;
+      }
+      // the machine's record changed under us (new key, address), or the runner ended: start afresh
+      slot?.skip();
+      this.session?.close();
+      this.session = new RunnerSession(place, this.ref);
+      const fresh = this.session.reserve(hook);
+      fresh.give(context);
+      return fresh.result;
+    }
+
+    close(): void {
+      this.session?.close();
+      this.session = undefined;
+    }
   }
 
   /** Runs one hook: context in, the runner on the machine, commit on success. */
@@ -688,17 +792,14 @@ export function createHookActivities(deps: ActivityDeps) {
     ref: UnitRef,
     ev: UnitEvent,
     contextId: string,
-    early: EarlyRunner | undefined,
-    onRunnerStarted: () => void,
+    unitRunners: UnitRunners,
   ): Promise<HookOutcome> {
     const startedAt = new Date();
-    // The store's statements hold the event loop while they run: let the early
-    // runner's exec request go out first, so it starts while they do.
-    if (early) {
-      await early.started;
-      onRunnerStarted();
-    }
-    const withdraw = () => early?.give(undefined);
+    const slot = unitRunners.reserve(ev.hook);
+    // The store's statements hold the event loop while they run: let the runner's
+    // exec request go out first, so it starts while they do.
+    if (slot) await slot.session.started;
+    const withdraw = () => slot?.skip();
 
     // One statement reads the unit's world, records the run and marks the agent
     // executing. A run an earlier attempt recorded as finished is reported as it
@@ -750,22 +851,7 @@ export function createHookActivities(deps: ActivityDeps) {
       throw err;
     }
     const where = rememberRunner(world);
-    let running: Promise<HookResult>;
-    if (early?.identity === where.identity) {
-      early.give(JSON.stringify(ctx));
-      running = early.result;
-    } else {
-      // the machine's record changed under us (new key, address): start afresh
-      withdraw();
-      running = startRunner(
-        where.target,
-        where.runner,
-        ref,
-        ev.hook,
-        Promise.resolve(JSON.stringify(ctx)),
-        onRunnerStarted,
-      );
-    }
+    const running = unitRunners.run(slot, where, ev.hook, JSON.stringify(ctx));
     const result = await guardMachine(world.machine, () => running);
     const ok = result.exitCode === 0 && !result.timedOut;
     if (ev.action)
@@ -855,11 +941,11 @@ export function createHookActivities(deps: ActivityDeps) {
    * its own upgrade-charm and config-changed, gets only start after them). Their
    * context ids come from the new machine, so a retried call replays them.
    */
-  async function restartOn(ref: UnitRef, replaced: Replaced, hooks: string[]): Promise<void> {
+  async function restartOn(ref: UnitRef, replaced: Replaced, hooks: string[], unitRunners: UnitRunners): Promise<void> {
     for (const hook of hooks) {
       const incarnation = replaced.incarnation.replace(/[^A-Za-z0-9._-]/g, '-');
       const contextId = `${ref.modelUuid.slice(0, 8)}-${ref.unit.replace('/', '-')}-${incarnation}-${hook}`;
-      const outcome = await runOne(ref, { hook }, contextId, undefined, noop);
+      const outcome = await runOne(ref, { hook }, contextId, unitRunners);
       if (!outcome.ok || outcome.gone) break;
     }
   }
@@ -990,16 +1076,8 @@ export function createHookActivities(deps: ActivityDeps) {
     async runHooks(ref: UnitRef, runs: HookRun[], opts: { prepare?: boolean } = {}): Promise<HookOutcome[]> {
       const outcomes: HookOutcome[] = [];
       let replaced: Replaced | undefined;
-      // Runners start up on the machine ahead of their hooks, at most PRESTART_AHEAD
-      // hooks ahead, each once the runner before it is out (so none ever waits for
-      // a channel behind a runner that is to follow it), and only while the machine
-      // has a channel to spare beyond it.
-      const early: (EarlyRunner | undefined)[] = [];
-      let current = 0;
-      const prestart = (j: number) => {
-        if (j >= runs.length || j > current + PRESTART_AHEAD || early[j]) return;
-        early[j] = startEarly(ref, runs[j].event.hook, { ahead: j > current, onOut: () => prestart(j + 1) });
-      };
+      // one runner on the machine runs the hooks in turn, started before the first is due
+      const unitRunners = new UnitRunners(ref);
       const refreshing = runs[0]?.event.hook === 'upgrade-charm';
       try {
         // a pod going and its successor starting take a while: the activity says it is alive
@@ -1020,8 +1098,8 @@ export function createHookActivities(deps: ActivityDeps) {
           const world = await loadWorld(db, ref);
           if (world) {
             rememberRunner(world);
-            // the first hooks' runners start up while the charm is unpacked
-            prestart(0);
+            // the runner starts up while the charm is unpacked
+            unitRunners.warm();
             const activity = Context.current();
             const beat = setInterval(() => activity.heartbeat(), 1000);
             try {
@@ -1031,17 +1109,14 @@ export function createHookActivities(deps: ActivityDeps) {
             }
           }
         } else {
-          prestart(0);
+          unitRunners.warm();
         }
-        if (replaced && !refreshing) await restartOn(ref, replaced, RESTART_HOOKS);
+        if (replaced && !refreshing) await restartOn(ref, replaced, RESTART_HOOKS, unitRunners);
         let whole = true;
         for (const [i, run] of runs.entries()) {
-          current = i;
-          // the window moved on: a runner whose predecessor is out may start now
-          for (let j = i + 1; j <= i + PRESTART_AHEAD; j++) if (early[j - 1]?.out) prestart(j);
           let outcome: HookOutcome;
           try {
-            outcome = await runOne(ref, run.event, run.contextId, early[i], () => prestart(i + 1));
+            outcome = await runOne(ref, run.event, run.contextId, unitRunners);
           } catch (err) {
             if (i === 0) throw err;
             whole = false;
@@ -1054,15 +1129,14 @@ export function createHookActivities(deps: ActivityDeps) {
           }
         }
         if (replaced && whole) {
-          if (refreshing) await restartOn(ref, replaced, ['start']);
+          if (refreshing) await restartOn(ref, replaced, ['start'], unitRunners);
           await adoptIncarnation(ref, replaced);
         } else if (replaced && !refreshing) {
           await adoptIncarnation(ref, replaced);
         }
       } finally {
-        // runners started for hooks that will not run now are withdrawn (for the
-        // others, given their context already, this changes nothing)
-        for (const e of early) e?.give(undefined);
+        // the runner ends after the hooks it was given
+        unitRunners.close();
       }
       return outcomes;
     },

@@ -10,9 +10,9 @@ export type Jsonified<O> = { [K in keyof O]: O[K] extends Date ? string : O[K] }
  * in about a third of the time the same rows take one by one (the embedded store turns
  * each field of each row into a JS value separately). Timestamps come back as strings.
  */
-export async function asJsonRows<O>(
+export async function asJsonRows<O, DB = Database, TB extends keyof DB = keyof DB>(
   db: Db,
-  query: SelectQueryBuilder<Database, keyof Database, O> | RawBuilder<O>,
+  query: SelectQueryBuilder<DB, TB, O> | RawBuilder<O>,
 ): Promise<Jsonified<O>[]> {
   const { rows } = await sql<{ rows: Jsonified<O>[] }>`
     SELECT coalesce(json_agg(t), '[]'::json) AS rows FROM (${query}) t`.execute(db);

@@ -785,6 +785,67 @@ describe('hook runtime', () => {
     }
   });
 
+  test('one runner runs several hooks in turn: a context per line, an empty line ends it', async () => {
+    const where = deploy('tools-charm');
+    const first = context(where, { name: 'install' });
+    const second = context(where, {
+      name: 'db-relation-departed',
+      relation: { id: 1, remoteUnit: 'pg/1', remoteApp: 'pg', departingUnit: 'pg/1' },
+    });
+    const child = spawn(PY, ['-S', runner], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const events: HookEvent[] = [];
+    let buf = '';
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    // the second context goes only once the first hook's result is out, as the controller sends it
+    const gotResults = (n: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => {
+          if (events.filter((e) => e.type === 'result').length >= n) resolve();
+        };
+        child.stdout!.on('data', check);
+        check();
+      });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buf += chunk.toString();
+      let k = buf.indexOf('\n');
+      while (k >= 0) {
+        events.push(HookEvent.parse(JSON.parse(buf.slice(0, k))));
+        buf = buf.slice(k + 1);
+        k = buf.indexOf('\n');
+      }
+    });
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    child.stdin!.write(`${JSON.stringify(HookContext.parse(first))}\n`);
+    await gotResults(1);
+    // the runner waits for more: it has not exited
+    assert.equal(child.exitCode, null);
+    child.stdin!.write(`${JSON.stringify(HookContext.parse(second))}\n`);
+    await gotResults(2);
+    // an empty line ends it, with stdin still open (a channel that cannot half-close)
+    child.stdin!.write('\n');
+    assert.equal(await closed, 0, stderr);
+    child.stdin!.end();
+    const results = events.filter((e): e is HookResult => e.type === 'result');
+    assert.deepEqual(
+      results.map((r) => r.exitCode),
+      [0, 0],
+    );
+    // each hook ran once, in its own execution dir, with its own context
+    assert.equal(readJson(where.charmDir, 'env-hooks-install.json').JUJU_CONTEXT_ID, first.contextId);
+    assert.equal(readJson(where.charmDir, 'env-hooks-db-relation-departed.json').JUJU_CONTEXT_ID, second.contextId);
+    for (const c of [first, second]) {
+      assert.ok(existsSync(path.join(where.unitDir, '.hooks', c.contextId, 'result.json')), c.contextId);
+    }
+    // each hook's output came before its own result: one line before the first, one between
+    const at = events.findIndex((e) => e.type === 'result');
+    const recorded = (list: HookEvent[]) => list.filter((e) => e.type === 'output' && e.line === 'env recorded').length;
+    assert.equal(recorded(events.slice(0, at)), 1);
+    assert.equal(recorded(events.slice(at + 1)), 1);
+  });
+
   test('bad input is a runner error, not a result', () => {
     const r = spawnSync(PY, ['-S', runner], { input: '{"contextId": "../x"}', encoding: 'utf8' });
     assert.equal(r.status, 2);

@@ -36,9 +36,10 @@ export interface ExecRequest {
   /**
    * Bytes written to the command's stdin, which is then closed. A promise lets the
    * command start before its input is ready: the bytes are written when it
-   * resolves (stdin closes empty if it resolves to nothing or rejects).
+   * resolves (stdin closes empty if it resolves to nothing or rejects). An async
+   * iterable writes each chunk as it comes, and closes stdin when it ends (or throws).
    */
-  stdin?: string | Buffer | Promise<string | Buffer | undefined>;
+  stdin?: string | Buffer | Promise<string | Buffer | undefined> | AsyncIterable<string>;
   /** Called with each chunk of stdout as it arrives (live streaming). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
@@ -67,7 +68,16 @@ export function feedStdin(
     input.end();
   };
   if (stdin instanceof Promise) stdin.then(send, () => send(undefined));
-  else send(stdin);
+  else if (stdin !== undefined && typeof stdin !== 'string' && !Buffer.isBuffer(stdin)) {
+    void (async () => {
+      try {
+        for await (const chunk of stdin) if (chunk.length > 0) input.write(chunk);
+      } catch {
+        // the feed gave up: stdin closes, as for a promise that rejects
+      }
+      input.end();
+    })();
+  } else send(stdin);
 }
 
 export interface ExecResult {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { asJsonRows } from '../../store/json-rows.ts';
 import type { OperationRow } from '../../store/schema.ts';
 import type { Db } from '../../store/store.ts';
 import { NotFoundError } from '../errors.ts';
@@ -22,21 +23,24 @@ const settled = (state: string) =>
  * workflow signal per hook.
  */
 async function withLiveUnits(db: Db, row: OperationRow, op: Operation): Promise<Operation> {
-  const units = (op.progress as { units?: Record<string, string> }).units;
-  if (row.state !== 'running' || !row.model_name || !units) return op;
+  const { units, live: already } = op.progress as { units?: Record<string, string>; live?: boolean };
+  // a deploy's progress is kept live by the deploy itself (it follows its units in the store)
+  if (row.state !== 'running' || !row.model_name || !units || already === true) return op;
   const open = Object.keys(units).filter((u) => !settled(units[u]));
   if (open.length === 0) return op;
-  const runs = await db
-    .selectFrom('hook_runs as r')
-    .innerJoin('models as m', 'm.uuid', 'r.model_uuid')
-    .distinctOn('r.unit')
-    .select(['r.unit', 'r.hook', 'r.finished_at', 'r.exit_code'])
-    .where('m.name', '=', row.model_name)
-    .where('r.unit', 'in', open)
-    .where('r.started_at', '>=', row.created_at)
-    .orderBy('r.unit')
-    .orderBy('r.started_at', 'desc')
-    .execute();
+  const runs = await asJsonRows(
+    db,
+    db
+      .selectFrom('hook_runs as r')
+      .innerJoin('models as m', 'm.uuid', 'r.model_uuid')
+      .distinctOn('r.unit')
+      .select(['r.unit', 'r.hook', 'r.finished_at', 'r.exit_code'])
+      .where('m.name', '=', row.model_name)
+      .where('r.unit', 'in', open)
+      .where('r.started_at', '>=', row.created_at)
+      .orderBy('r.unit')
+      .orderBy('r.started_at', 'desc'),
+  );
   const live = { ...units };
   for (const r of runs) {
     live[r.unit] =

@@ -1,6 +1,8 @@
 # charmflow machine-side hook runner (stdlib only, runs with `python3 -S`, >= 3.8).
 #
 #   python3 -S runner.py < HookContext.json   -> HookEvent JSON lines on stdout
+#                                               (one context per line runs those
+#                                               hooks in turn; an empty line ends)
 #   python3 -S runner.py install-tools BINDIR -> (re)create the hook tool symlinks,
 #                                               the launcher they point at and the
 #                                               modules' bytecode
@@ -1034,21 +1036,37 @@ def interrupted(hook_dir, held_fd):
         os.close(held_fd)
 
 
-def read_context():
-    """Read stdin up to EOF or the end of one complete JSON document, whichever
-    comes first (a channel may keep stdin open)."""
-    data = b''
-    while True:
-        chunk = os.read(0, 65536)
-        if not chunk:
-            return data
-        data += chunk
-        if data.rstrip().endswith(b'}'):
-            try:
-                json_loads(data)
-                return data
-            except Exception:
-                pass
+class ContextReader(object):
+    """The contexts of the hooks to run, in order, from stdin: one JSON document per
+    line. An empty line, or the end of stdin, means there are no more (a channel
+    may keep stdin open, so the controller says so with an empty line). A single
+    document without a newline, up to EOF, is one context too."""
+
+    def __init__(self):
+        self.buf = b''
+        self.eof = False
+
+    def next(self):
+        while True:
+            nl = self.buf.find(b'\n')
+            if nl >= 0:
+                line, self.buf = self.buf[:nl], self.buf[nl + 1:]
+                return line
+            if self.eof:
+                line, self.buf = self.buf, b''
+                return line
+            if self.buf.rstrip().endswith(b'}'):
+                try:
+                    json_loads(self.buf)
+                    line, self.buf = self.buf, b''
+                    return line
+                except Exception:
+                    pass
+            chunk = os.read(0, 65536)
+            if chunk:
+                self.buf += chunk
+            else:
+                self.eof = True
 
 
 def run(stdin_bytes, supervisor):
@@ -1086,6 +1104,15 @@ def run(stdin_bytes, supervisor):
     tail(hook_dir, done_fd)
 
 
+def reap_children():
+    """Supervisors of hooks that ended (each detached itself, but is still our child)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
 def replay(result_path):
     result = read_json(result_path)
     if result is None:
@@ -1108,12 +1135,19 @@ def main(argv):
         if len(argv) > 1:
             sys.stderr.write('usage: runner.py < HookContext.json | runner.py install-tools <bindir>\n')
             return 2
+        # One hook after another, as long as the controller sends contexts: each
+        # has its own supervisor, forked while the controller builds its context.
+        contexts = ContextReader()
         supervisor = Supervisor()
         try:
-            ctx_bytes = read_context()
-            if not ctx_bytes.strip():
-                return 0  # withdrawn before it started: nothing to run
-            run(ctx_bytes, supervisor)
+            while True:
+                ctx_bytes = contexts.next()
+                if not ctx_bytes.strip():
+                    break  # no (more) hooks: withdrawn, or the batch is done
+                run(ctx_bytes, supervisor)
+                supervisor.dismiss()
+                reap_children()
+                supervisor = Supervisor()
         finally:
             supervisor.dismiss()
         # Everything went out with os.write; skip the interpreter's teardown
