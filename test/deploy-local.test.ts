@@ -243,6 +243,26 @@ describe('deploy on the local cloud', () => {
     assert.equal((await cli('remove-application', 'slow')).code, 0);
   });
 
+  test("a unit's first hooks run one after another in one runner on its machine", async () => {
+    const d = await cli('deploy', join(projectRoot, 'test', 'fixtures', 'charms', 'runner-pids'), 'pids', '-n', '2');
+    assert.equal(d.code, 0, d.stderr);
+    const machines = join(c.dataDir, 'machines');
+    const files = readdirSync(machines, { recursive: true, encoding: 'utf8' }).filter(
+      (f) => f.endsWith(join('units', 'pids-0', 'runner-pids')) || f.endsWith(join('units', 'pids-1', 'runner-pids')),
+    );
+    assert.equal(files.length, 2, files.join(', '));
+    for (const f of files) {
+      const lines = readFileSync(join(machines, f), 'utf8').trim().split('\n');
+      const hooks = lines.map((l) => l.split(' ')[0]);
+      assert.equal(hooks[0], 'install');
+      assert.equal(hooks.at(-1), 'start');
+      assert.equal(hooks.length, 4, lines.join('; '));
+      // every hook's supervisor was forked by the same runner
+      assert.equal(new Set(lines.map((l) => l.split(' ')[1])).size, 1, lines.join('; '));
+    }
+    assert.equal((await cli('remove-application', 'pids')).code, 0);
+  });
+
   test("units sharing a machine take turns: Juju's machine lock", async () => {
     const first = await cli('deploy', counterCharm, 'lock-a');
     assert.equal(first.code, 0, first.stderr);

@@ -239,12 +239,6 @@ export class SshPool {
     }
   }
 
-  /** Channels to this host that a command could take right now without waiting. */
-  spareChannels(key: string): number {
-    const e = this.entries.get(key);
-    return e ? Math.max(0, this.maxChannels - e.slots.active - e.slots.queued) : this.maxChannels;
-  }
-
   stats(): SshPoolStats {
     const byKey: Record<string, SshConnectionStats> = {};
     const total: SshConnectionStats = { ...this.totals, open: 0, active: 0, peakActive: 0, queued: 0 };

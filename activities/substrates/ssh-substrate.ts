@@ -86,10 +86,6 @@ export class SshSubstrate implements Substrate {
     await this.pool.close();
   }
 
-  spareChannels(target: MachineTarget): number {
-    return this.pool.spareChannels(target.key);
-  }
-
   stats(): SshPoolStats {
     return this.pool.stats();
   }

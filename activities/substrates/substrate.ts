@@ -139,12 +139,6 @@ export interface Substrate {
   probe(target: MachineTarget): Promise<ProbeResult>;
   exec(target: MachineTarget, req: ExecRequest): Promise<ExecResult>;
   /**
-   * Commands the machine could take right now without waiting for a channel
-   * (absent: no such bound). Work started ahead of need asks first, so it never
-   * keeps a command that is due waiting.
-   */
-  spareChannels?(target: MachineTarget): number;
-  /**
    * Which incarnation of the machine answers now, for machines that can be replaced
    * under the same name (a pod its StatefulSet made again): the probe's
    * hostKeyFingerprint of the one running now. Absent: a machine is never replaced.
