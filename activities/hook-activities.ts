@@ -552,9 +552,10 @@ export function createHookActivities(deps: ActivityDeps) {
           activity.heartbeat();
         }
       }, 1000);
+      // the exec's own failure (host key changed, machine unreachable) is the hooks' failure
       const ended = exec.then(
         (r) => this.ended(r.code),
-        () => this.ended(null),
+        (err: unknown) => this.ended(null, err instanceof Error ? err : undefined),
       );
       this.started = Promise.race([out, ended]);
     }
@@ -677,12 +678,14 @@ export function createHookActivities(deps: ActivityDeps) {
     }
 
     /** The channel died or the runner exited: the hooks still waiting cannot get a result from it. */
-    private ended(code: number | null): void {
+    private ended(code: number | null, err?: Error): void {
       this.alive = false;
       this.closing = true;
       clearInterval(this.timer);
       this.flushLogs();
-      for (const slot of [...this.sent, ...this.reserved]) if (!slot.settled) slot.fail(this.lost(slot.hook, code));
+      for (const slot of [...this.sent, ...this.reserved]) {
+        if (!slot.settled) slot.fail(err ?? this.lost(slot.hook, code));
+      }
       this.wake();
     }
 
