@@ -173,9 +173,17 @@ describe('start-up after a crash part way', () => {
       90_000,
     );
     assert.equal(model.cloud, 'local');
-    const ops = await c.api('GET', '/v1/operations');
-    const create = ops.body.operations.find(
-      (o: { kind: string; model: string }) => o.kind === 'create-model' && o.model === 'default',
+    // the model is available a moment before its operation records that it succeeded
+    const create = await waitFor(
+      'the create-model operation to end',
+      async () => {
+        const ops = await ctl.api('GET', '/v1/operations');
+        const op = ops.body.operations.find(
+          (o: { kind: string; model: string }) => o.kind === 'create-model' && o.model === 'default',
+        );
+        return op && op.state !== 'running' && op.state !== 'pending' ? op : null;
+      },
+      30_000,
     );
     assert.equal(create.state, 'succeeded');
 
