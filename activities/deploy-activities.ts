@@ -5,13 +5,13 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { sql } from 'kysely';
-import { updateStatusMs } from '../api/model-config.ts';
 import { asJsonRows } from '../store/json-rows.ts';
 import { unitAgentWorkflowId } from '../workflows/messages.ts';
 import { newUnitAgentState, type UnitsLaunch } from '../workflows/new-unit-agent.ts';
 import { ApplicationKey, ModelKey } from '../workflows/search-attributes.ts';
 import type { ActivityDeps } from './deps.ts';
 import { createOperationActivities } from './operation-activities.ts';
+import { agentSettingsOf } from './relation-activities.ts';
 
 /** Agents started at once (one call to the Temporal server each). */
 const START_CONCURRENCY = 16;
@@ -93,13 +93,8 @@ export function createDeployActivities(deps: ActivityDeps) {
      */
     async launchUnitAgents(launch: UnitsLaunch, units: { unit: string; leader: boolean }[]): Promise<number> {
       const ctx = Context.current();
-      const model = await db
-        .selectFrom('models')
-        .select('config')
-        .where('uuid', '=', launch.modelUuid)
-        .executeTakeFirst();
-      if (!model || units.length === 0) return 0;
-      const settings = { updateStatusMs: updateStatusMs(model.config) };
+      if (units.length === 0) return 0;
+      const settings = await agentSettingsOf(db, launch.modelUuid);
       const present = new Set(
         (
           await db
@@ -114,7 +109,8 @@ export function createDeployActivities(deps: ActivityDeps) {
             .execute()
         ).map((r) => r.name),
       );
-      const todo = units.filter((u) => present.has(u.unit));
+      // (none when the model went meanwhile: its units went with it)
+      const toStart = units.filter((u) => present.has(u.unit));
       const launchedBy = ctx.info.workflowExecution?.workflowId ?? '';
       let next = 0;
       let started = 0;
@@ -143,9 +139,9 @@ export function createDeployActivities(deps: ActivityDeps) {
         ctx.heartbeat({ started });
       };
       const worker = async () => {
-        while (next < todo.length) await startOne(todo[next++]);
+        while (next < toStart.length) await startOne(toStart[next++]);
       };
-      await Promise.all(Array.from({ length: Math.min(START_CONCURRENCY, todo.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(START_CONCURRENCY, toStart.length) }, worker));
       return started;
     },
 

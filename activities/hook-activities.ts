@@ -508,7 +508,8 @@ export function createHookActivities(deps: ActivityDeps) {
    * each is exactly-once on its own, as with a runner per hook; what is saved is the
    * interpreter's start-up and a channel per hook. The runner starts before the first
    * context is known, so the channel and the interpreter start while the store is read.
-   * Its events go into the store as they come, to the hook whose context went last.
+   * Its events go into the store as they come, as the running hook's: the earliest one
+   * given whose result has not come yet.
    */
   class RunnerSession {
     readonly identity: string;
@@ -704,6 +705,8 @@ export function createHookActivities(deps: ActivityDeps) {
   class RunnerSlot {
     readonly actionLog: ActionOutcome['log'] = [];
     readonly result: Promise<HookResult>;
+    /** Its context was handed over. */
+    given = false;
     settled = false;
     private decide: (context: string | undefined) => void = noop;
     readonly decided = new Promise<string | undefined>((r) => {
@@ -720,8 +723,6 @@ export function createHookActivities(deps: ActivityDeps) {
       });
       this.result.catch(noop); // a slot given up on is not waited for
     }
-
-    given = false;
 
     give(context: string): void {
       this.given = true;

@@ -182,6 +182,12 @@ export async function markBagsDeparted(db: Db | Tx, modelUuid: string, unit: str
     .execute();
 }
 
+/** The model's settings unit agents follow (model-config): what a new agent starts with. */
+export async function agentSettingsOf(db: Db, modelUuid: string): Promise<AgentSettings> {
+  const model = await db.selectFrom('models').select('config').where('uuid', '=', modelUuid).executeTakeFirst();
+  return { updateStatusMs: updateStatusMs(model?.config) };
+}
+
 interface AgentRow {
   model: string;
   model_uuid: string;
@@ -319,8 +325,7 @@ export function createRelationActivities(deps: ActivityDeps) {
 
     /** The model's settings unit agents follow (model-config). */
     async agentSettings(modelUuid: string): Promise<AgentSettings> {
-      const model = await db.selectFrom('models').select('config').where('uuid', '=', modelUuid).executeTakeFirst();
-      return { updateStatusMs: updateStatusMs(model?.config) };
+      return agentSettingsOf(db, modelUuid);
     },
 
     /**
