@@ -11,6 +11,7 @@ import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
 import { SecretBox, SecretKeyError } from './secret-box.ts';
 import { RedactingDialect } from './store-error.ts';
+import { startUpkeep } from './upkeep.ts';
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
@@ -85,11 +86,16 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     await db.destroy();
     throw err;
   }
+  // a Postgres server analyzes and vacuums by itself; the embedded store needs telling
+  const stopUpkeep = kind === 'pglite' ? startUpkeep(db) : async () => {};
   return {
     db,
     kind,
     secrets,
-    close: () => db.destroy(),
+    close: async () => {
+      await stopUpkeep();
+      await db.destroy();
+    },
   };
 }
 

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
+import { dueTables } from '../store/upkeep.ts';
 import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
+import { waitFor } from './helpers/wait.ts';
 
 interface Backend {
   name: string;
@@ -234,5 +236,92 @@ describe('PGlite statement cache', () => {
   after(async () => {
     await store?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('embedded store upkeep (its autovacuum)', () => {
+  test('tables are due by Postgres autovacuum thresholds: analyze past 50 + 10%, vacuum past 50 + 20% dead', () => {
+    const t = (relname: string, reltuples: number, dead: number, mod: number) => ({
+      relname,
+      reltuples,
+      n_dead_tup: dead,
+      n_mod_since_analyze: mod,
+    });
+    assert.deepEqual(
+      dueTables([
+        t('never_analyzed', -1, 0, 51),
+        t('quiet', -1, 0, 50),
+        t('big_few_changes', 10_000, 0, 1_000),
+        t('big_many_changes', 10_000, 0, 1_051),
+        t('dead', 1_000, 251, 0),
+      ]),
+      { analyze: ['never_analyzed', 'big_many_changes'], vacuum: ['dead'] },
+    );
+  });
+
+  test('a store that filled up is analyzed by itself, and a join of units and machines stops being a nested loop', async () => {
+    const store = await openStore({});
+    try {
+      const db = store.db;
+      await db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+      await db.insertInto('models').values({ uuid: 'm-1', name: 'big', cloud: 'local' }).execute();
+      await db
+        .insertInto('charms')
+        .values({ name: 'c', revision: 1, sha256: 'x', metadata: '{}', archive: Buffer.from(''), size: 0 })
+        .execute();
+      await db
+        .insertInto('applications')
+        .values({ model_uuid: 'm-1', name: 'web', charm_name: 'c', charm_revision: 1 })
+        .execute();
+      const n = 1000;
+      const ids = Array.from({ length: n }, (_, i) => i);
+      await db
+        .insertInto('machines')
+        .values(ids.map((i) => ({ model_uuid: 'm-1', id: String(i), kind: 'local' as const })))
+        .execute();
+      await db
+        .insertInto('units')
+        .values(
+          ids.map((i) => ({
+            model_uuid: 'm-1',
+            name: `web/${i}`,
+            application: 'web',
+            number: i,
+            machine_id: String(i),
+          })),
+        )
+        .execute();
+      const plan = async () =>
+        (
+          await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT u.name, m.state FROM units u
+            JOIN machines m ON m.model_uuid = u.model_uuid AND m.id = u.machine_id
+            WHERE u.model_uuid = 'm-1'`.execute(db)
+        ).rows
+          .map((r) => r['QUERY PLAN'])
+          .join('\n');
+      const reltuples = async (table: string) =>
+        Number(
+          (await sql<{ n: number }>`SELECT reltuples::float8 AS n FROM pg_class WHERE relname = ${table}`.execute(db))
+            .rows[0].n,
+        );
+      assert.equal(await reltuples('units'), -1, 'never analyzed yet');
+      assert.match(await plan(), /Nested Loop/, 'without statistics the planner pairs every unit with every machine');
+      // the store's own upkeep round (every 5 s) analyzes both once their counters are in
+      await waitFor('units and machines analyzed', async () =>
+        (await reltuples('units')) === n && (await reltuples('machines')) === n ? true : undefined,
+      );
+      assert.doesNotMatch(await plan(), /Nested Loop/, await plan());
+      // and a table with many dead rows is vacuumed
+      await db.updateTable('units').set({ workload_message: 'x' }).where('model_uuid', '=', 'm-1').execute();
+      await waitFor('units vacuumed', async () => {
+        const { rows } = await sql<{ dead: number; vacuumed: Date | null }>`
+          SELECT n_dead_tup::int AS dead, last_vacuum AS vacuumed FROM pg_stat_user_tables WHERE relname = 'units'`.execute(
+          db,
+        );
+        return rows[0].vacuumed !== null && rows[0].dead < 50 ? true : undefined;
+      });
+    } finally {
+      await store.close();
+    }
   });
 });
