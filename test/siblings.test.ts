@@ -52,8 +52,35 @@ describe('siblings in the hook context', () => {
     assert.match(steps.at(-1)?.step ?? '', /\(3\/3 units\)$/);
     assert.deepEqual(seen, {
       'sib/0': [true, 'leader app-units=3 goal=3'],
-      'sib/1': [false, 'goal=3'],
-      'sib/2': [false, 'goal=3'],
+      'sib/1': [false, 'goal=3 sib/0,sib/1,sib/2'],
+      'sib/2': [false, 'goal=3 sib/0,sib/1,sib/2'],
     });
+  });
+
+  test('goal-state follows the units added and removed, even when their count comes back to what it was', async () => {
+    const cli = (...args: string[]) => runCli(args, { CHARMFLOW_DATA_DIR: c.dataDir });
+    const messages = async () => {
+      const st = await cli('status', '--format', 'json');
+      assert.equal(st.code, 0, st.stderr);
+      const units = JSON.parse(st.stdout).applications.sib.units as Record<
+        string,
+        { 'workload-status': { message: string } }
+      >;
+      return Object.fromEntries(Object.entries(units).map(([n, u]) => [n, u['workload-status'].message]));
+    };
+    const added = await cli('add-unit', 'sib', '-n', '2');
+    assert.equal(added.code, 0, added.stderr);
+    const five = 'goal=5 sib/0,sib/1,sib/2,sib/3,sib/4';
+    const afterAdd = await messages();
+    assert.equal(afterAdd['sib/3'], five);
+    assert.equal(afterAdd['sib/4'], five);
+    // one out, one in: five units again, but another five
+    const removed = await cli('remove-unit', 'sib/1');
+    assert.equal(removed.code, 0, removed.stderr);
+    const again = await cli('add-unit', 'sib');
+    assert.equal(again.code, 0, again.stderr);
+    const afterSwap = await messages();
+    assert.equal(afterSwap['sib/1'], undefined);
+    assert.equal(afterSwap['sib/5'], 'goal=5 sib/0,sib/2,sib/3,sib/4,sib/5');
   });
 });
