@@ -48,8 +48,18 @@ export interface WaitOptions {
   quiet?: boolean;
 }
 
+/**
+ * Between two looks at an operation: quick at first (most operations end within
+ * seconds), then once a second, which is as often as a long operation's progress
+ * is written; a big deploy's record is large, and each look reads all of it.
+ */
+export function pollDelayMs(elapsedMs: number): number {
+  return elapsedMs < 5_000 ? 250 : 1_000;
+}
+
 export async function waitForOperation(api: ApiClient, op: Operation, opts: WaitOptions = {}): Promise<Operation> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30 * 60_000);
+  const began = Date.now();
+  const deadline = began + (opts.timeoutMs ?? 30 * 60_000);
   const say = (line: string) => {
     if (!opts.quiet) process.stderr.write(`${line}\n`);
   };
@@ -69,7 +79,7 @@ export async function waitForOperation(api: ApiClient, op: Operation, opts: Wait
         `operation ${current.id} still ${current.state} after the wait limit; follow it with \`charmflow show-operation ${current.id}\``,
       );
     }
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, pollDelayMs(Date.now() - began)));
     current = await api.get<Operation>(`/v1/operations/${current.id}`);
   }
 }
