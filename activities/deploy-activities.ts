@@ -64,6 +64,18 @@ interface UnitLook {
   started: boolean;
 }
 
+const UNIT_LOOK_COLUMNS = [
+  'name',
+  'workload_status',
+  'workload_message',
+  'agent_status',
+  'agent_message',
+  'last_hook',
+  'machine_id',
+  'machine_state',
+  'started',
+] as const satisfies readonly (keyof UnitLook)[];
+
 /** What a unit of a deploy is doing, as the operation's progress shows it. */
 export function deployUnitState(u: UnitLook | undefined): { state: string; finished: boolean; error?: string } {
   if (!u) return { state: 'removed', finished: true };
@@ -170,6 +182,7 @@ export function createDeployActivities(deps: ActivityDeps) {
                 WHERE h.model_uuid = u.model_uuid AND h.unit = u.name AND h.hook = 'start' AND h.committed) AS started
             FROM units u LEFT JOIN machines m ON m.model_uuid = u.model_uuid AND m.id = u.machine_id
             WHERE u.model_uuid = ${req.modelUuid} AND u.name IN (${sql.join(open)})`,
+            UNIT_LOOK_COLUMNS,
           );
           for (const r of rows) looks.set(r.name, r);
         }

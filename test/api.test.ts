@@ -1,6 +1,7 @@
 // The API end to end: real Temporal dev server, real worker, PGlite store.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { since } from '../api/routes/status.ts';
 import { startTestController, type TestController } from './helpers/controller.ts';
 
 describe('API', () => {
@@ -203,4 +204,15 @@ describe('API', () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.body.details[0].field, 'querystring.state');
   });
+});
+
+test("status' machine since: the store's UTC timestamps in toISOString's form, any other through a Date", () => {
+  for (const stored of [
+    '2026-12-03T12:18:36.123456+00:00',
+    '2026-12-03T12:18:36.12+00:00',
+    '2026-12-03T12:18:36+00:00',
+    '2026-12-03T14:18:36.5+02:00',
+  ]) {
+    assert.equal(since(stored), new Date(stored).toISOString(), stored);
+  }
 });

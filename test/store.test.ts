@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sql } from 'kysely';
+import { asJsonRows } from '../store/json-rows.ts';
 import { isUniqueViolation, openStore, type Store } from '../store/store.ts';
 import { dueTables } from '../store/upkeep.ts';
 import { createTestDatabase, postgresUrl } from './helpers/postgres.ts';
@@ -324,4 +325,22 @@ describe('embedded store upkeep (its autovacuum)', () => {
       await store.close();
     }
   });
+});
+
+test('asJsonRows: rows read as arrays of the named columns come back as the same objects', async () => {
+  const store = await openStore({});
+  try {
+    const db = store.db;
+    await db.insertInto('clouds').values({ name: 'local', type: 'local', endpoint: null }).execute();
+    await db.insertInto('models').values({ uuid: 'm-1', name: 'a', cloud: 'local' }).execute();
+    await db.insertInto('models').values({ uuid: 'm-2', name: 'b "quoted"', cloud: 'local', message: 'é\n' }).execute();
+    const query = db.selectFrom('models').select(['uuid', 'name', 'message', 'created_at']).orderBy('uuid');
+    const asObjects = await asJsonRows(db, query);
+    const asArrays = await asJsonRows(db, query, ['uuid', 'name', 'message', 'created_at']);
+    assert.equal(asArrays.length, 2);
+    assert.deepEqual(asArrays, asObjects);
+    assert.deepEqual(await asJsonRows(db, query.where('uuid', '=', 'none'), ['uuid']), []);
+  } finally {
+    await store.close();
+  }
 });
