@@ -128,12 +128,8 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         params: NameParam,
         response: { 200: ModelStatus, 401: ErrorBody, 404: ErrorBody },
       },
-      // The document is built here field by field in ModelStatus' shape, and a big
-      // model's is large (1000 units: 330 KB): checking it again on the way out
-      // cost a fifth of the request.
-      serializerCompiler: () => (data) => JSON.stringify(data),
     },
-    async (req) => {
+    async (req, reply) => {
       const model = await findModel(db, req.params.name);
       const [machines, apps, units, integrations] = await Promise.all([
         asJsonRows(
@@ -169,28 +165,22 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         if (i.type !== 'peer') related(i.requirer, i.provider, i.interface);
       }
       const cloud = await db.selectFrom('clouds').select('type').where('name', '=', model.cloud).executeTakeFirst();
-      const out: ModelStatus = {
-        model: {
-          name: model.name,
-          type: cloud?.type === 'kubernetes' ? 'caas' : 'iaas',
-          cloud: model.cloud,
-          'model-status': { current: model.status, message: model.message || undefined },
-          life: model.life,
-        },
-        machines: {},
-        applications: {},
-        integrations,
-      };
-      for (const m of machines.sort((a, b) => numericAware(a.id, b.id))) {
-        out.machines[m.id] = {
-          'juju-status': { current: m.state, message: m.message || undefined, since: since(m.created_at) },
-          'dns-name': m.address,
-          'ip-addresses': m.address ? [m.address] : [],
-          'instance-id':
-            m.kind === 'ssh' ? `manual:${m.host}` : m.kind === 'pod' ? `pod:${m.namespace}/${m.host}` : `local:${m.id}`,
-          hostname: m.hostname || undefined,
-        };
-      }
+      // Written as JSON text in ModelStatus' shape, not built as objects and then
+      // serialized: a big model's status is mostly its units and machines (1000
+      // units: 330 KB), and one JSON.stringify of them cost a sixth of the request.
+      const q = JSON.stringify;
+      const opt = (key: string, value: string | null | undefined) => (value ? `,"${key}":${q(value)}` : '');
+      const machineText = machines
+        .sort((a, b) => numericAware(a.id, b.id))
+        .map((m) => {
+          const instance =
+            m.kind === 'ssh' ? `manual:${m.host}` : m.kind === 'pod' ? `pod:${m.namespace}/${m.host}` : `local:${m.id}`;
+          return (
+            `${q(m.id)}:{"juju-status":{"current":${q(m.state)}${opt('message', m.message)},"since":${q(since(m.created_at))}}` +
+            `,"dns-name":${q(m.address)},"ip-addresses":${m.address ? `[${q(m.address)}]` : '[]'}` +
+            `,"instance-id":${q(instance)}${opt('hostname', m.hostname)}}`
+          );
+        });
       const machineAddr = new Map(machines.map((m) => [m.id, m.address]));
       const byApp = new Map<string, typeof units>();
       for (const u of units) {
@@ -198,40 +188,54 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
         if (list) list.push(u);
         else byApp.set(u.application, [u]);
       }
-      for (const a of apps.sort((x, y) => x.name.localeCompare(y.name))) {
-        const mine = (byApp.get(a.name) ?? []).sort((x, y) => x.number - y.number);
-        const unitOut: Record<string, z.infer<typeof UnitStatus>> = {};
-        for (const u of mine) {
-          const ports = u.ports ?? [];
-          unitOut[u.name] = {
-            'workload-status': { current: u.workload_status, message: u.workload_message || undefined },
-            'juju-status': { current: u.agent_status, message: u.agent_message || undefined },
-            ...(u.leader ? { leader: true } : {}),
-            ...(u.machine_id !== null ? { machine: u.machine_id } : {}),
-            'public-address': (u.machine_id !== null ? machineAddr.get(u.machine_id) : undefined) ?? '',
-            ...(ports.length > 0 ? { 'open-ports': ports } : {}),
+      const appText = apps
+        .sort((x, y) => x.name.localeCompare(y.name))
+        .map((a) => {
+          const mine = (byApp.get(a.name) ?? []).sort((x, y) => x.number - y.number);
+          const unitText = mine.map((u) => {
+            const ports = u.ports ?? [];
+            const address = (u.machine_id !== null ? machineAddr.get(u.machine_id) : undefined) ?? '';
+            return (
+              `${q(u.name)}:{"workload-status":{"current":${q(u.workload_status)}${opt('message', u.workload_message)}}` +
+              `,"juju-status":{"current":${q(u.agent_status)}${opt('message', u.agent_message)}}` +
+              `${u.leader ? ',"leader":true' : ''}${u.machine_id !== null ? `,"machine":${q(u.machine_id)}` : ''}` +
+              `,"public-address":${q(address)}${ports.length > 0 ? `,"open-ports":${q(ports)}` : ''}}`
+            );
+          });
+          const explicit = a.status !== 'unknown' && a.status !== '' ? { current: a.status, message: a.message } : null;
+          const derived = deriveApplicationStatus(
+            mine.map((u) => ({ status: u.workload_status, message: u.workload_message })),
+          );
+          const appStatus = mine.some((u) => u.workload_status === 'error') ? derived : (explicit ?? derived);
+          const head: Omit<z.infer<typeof ApplicationStatus>, 'units'> = {
+            charm: a.charm_name,
+            'charm-name': a.charm_name,
+            'charm-rev': a.charm_revision,
+            ...(a.workload_version ? { version: a.workload_version } : {}),
+            scale: mine.filter((u) => u.life === 'alive').length,
+            exposed: false,
+            ...(a.service_address ? { address: a.service_address } : {}),
+            ...(a.life !== 'alive' ? { life: a.life } : {}),
+            'application-status': { current: appStatus.current, message: appStatus.message || undefined },
+            ...(relationsOf.has(a.name) ? { relations: relationsOf.get(a.name) } : {}),
           };
-        }
-        const explicit = a.status !== 'unknown' && a.status !== '' ? { current: a.status, message: a.message } : null;
-        const derived = deriveApplicationStatus(
-          mine.map((u) => ({ status: u.workload_status, message: u.workload_message })),
-        );
-        const appStatus = mine.some((u) => u.workload_status === 'error') ? derived : (explicit ?? derived);
-        out.applications[a.name] = {
-          charm: a.charm_name,
-          'charm-name': a.charm_name,
-          'charm-rev': a.charm_revision,
-          ...(a.workload_version ? { version: a.workload_version } : {}),
-          scale: mine.filter((u) => u.life === 'alive').length,
-          exposed: false,
-          ...(a.service_address ? { address: a.service_address } : {}),
-          ...(a.life !== 'alive' ? { life: a.life } : {}),
-          'application-status': { current: appStatus.current, message: appStatus.message || undefined },
-          ...(relationsOf.has(a.name) ? { relations: relationsOf.get(a.name) } : {}),
-          units: unitOut,
-        };
-      }
-      return out;
+          // `units` goes last, as text, in place of the closing brace
+          return `${q(a.name)}:${q(head).slice(0, -1)},"units":{${unitText.join(',')}}}`;
+        });
+      const head: Pick<ModelStatus, 'model'> = {
+        model: {
+          name: model.name,
+          type: cloud?.type === 'kubernetes' ? 'caas' : 'iaas',
+          cloud: model.cloud,
+          'model-status': { current: model.status, message: model.message || undefined },
+          life: model.life,
+        },
+      };
+      const text =
+        `${q(head).slice(0, -1)},"machines":{${machineText.join(',')}}` +
+        `,"applications":{${appText.join(',')}},"integrations":${q(integrations)}}`;
+      // a string with a JSON type goes out as it is
+      return reply.type('application/json; charset=utf-8').send(text as unknown as ModelStatus);
     },
   );
 };
