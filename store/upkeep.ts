@@ -45,8 +45,8 @@ export async function upkeepOnce(db: Db): Promise<{ analyzed: string[]; vacuumed
 
 /**
  * Runs upkeepOnce every `everyMs` until the returned stop is called (stop waits for
- * a round under way). A round still going when the next is due makes that one wait
- * its turn; a round that fails (the store closing) is tried again at the next.
+ * a round under way). A tick that comes while a round is still going is skipped; a
+ * round that fails (the store closing) is tried again at the next tick.
  */
 export function startUpkeep(db: Db, everyMs = UPKEEP_EVERY_MS): () => Promise<void> {
   let round: Promise<unknown> | undefined;
