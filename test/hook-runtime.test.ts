@@ -15,6 +15,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -377,8 +378,8 @@ describe('hook runtime', () => {
     const hookDir = path.join(where.unitDir, '.hooks', ctx.contextId);
     const mode = (p: string) => spawnSync('stat', ['-c', '%a', p], { encoding: 'utf8' }).stdout.trim();
     assert.equal(mode(hookDir), '700');
-    // the context (it holds the config) is gone once the result is recorded
-    assert.equal(existsSync(path.join(hookDir, 'ctx.json')), false);
+    // the context (it holds the config) is emptied once the result is recorded
+    assert.equal(statSync(path.join(hookDir, 'ctx.json')).size, 0);
     assert.ok(existsSync(path.join(hookDir, 'result.json')));
   });
 
@@ -745,11 +746,11 @@ describe('hook runtime', () => {
     assert.equal(read(where.charmDir, 'order.txt'), 'after\n');
   });
 
-  test('a daemon the hook leaves behind neither delays the result nor dies of SIGPIPE', async () => {
+  test('a daemon the hook leaves behind neither delays the result nor dies of SIGPIPE; its hook tools say the hook ended', async () => {
     const where = deploy('tools-charm');
     writeFileSync(
       path.join(where.charmDir, 'script.sh'),
-      '(sleep 1; echo late; echo late >&2; touch daemon-alive) &\necho hook done\n',
+      '(sleep 1; echo late; echo late >&2; config-get > tool-out 2> tool-err; echo $? > tool-rc; touch daemon-alive) &\necho hook done\n',
     );
     const started = Date.now();
     const run = await runHook(context(where, { name: 'start' }));
@@ -758,6 +759,10 @@ describe('hook runtime', () => {
     assert.deepEqual(outputs(run), ['hook done']);
     await new Promise((r) => setTimeout(r, Math.max(0, 1500 - (Date.now() - started))));
     assert.equal(existsSync(path.join(where.charmDir, 'daemon-alive')), true);
+    // the context was emptied with the result: a tool run later fails, saying why
+    assert.notEqual(read(where.charmDir, 'tool-rc'), '0\n');
+    assert.match(read(where.charmDir, 'tool-err'), /^ERROR cannot read hook context: the hook has ended$/m);
+    assert.equal(read(where.charmDir, 'tool-out'), '');
   });
 
   test('old execution dirs are pruned to the newest 20', async () => {

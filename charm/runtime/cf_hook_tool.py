@@ -1246,9 +1246,13 @@ class Ctx(object):
         self.dir = hook_dir
         try:
             with open(os.path.join(hook_dir, 'ctx.json'), 'rb') as f:
-                self.c = json_loads(f.read())
+                data = f.read()
         except (OSError, IOError) as e:
             raise ToolError('cannot read hook context: %s' % e)
+        if not data:
+            # emptied by the runner once the hook's result was recorded
+            raise ToolError('cannot read hook context: the hook has ended')
+        self.c = json_loads(data)
         self._changes = None
 
     def get(self, key, default=None):
@@ -2076,7 +2080,7 @@ def tool_state_delete(ctx, args):
 
 # ---------------------------------------------------------------- secrets (Juju 3)
 # The context carries the secrets this unit owns (its application's too) and those
-# granted to it, with their content (ctx.json is removed after the hook). What the
+# granted to it, with their content (ctx.json is emptied after the hook). What the
 # hook does to them is recorded in changes.json as an ordered list `secretOps`;
 # the controller applies it only if the hook exits 0. Content in that list is
 # sealed with the per-hook key the context carries (secretKey), so neither
