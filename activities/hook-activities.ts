@@ -143,50 +143,46 @@ interface WorldRow {
   model: ModelRow;
   machine: MachineRow;
   siblings: UnitWorld['siblings'] | null;
-  /** For a unit that is not the leader: which set of unit names its application has (siblingsKey). */
-  sibling_set: SiblingSet | null;
   secretive: boolean;
   related: boolean;
 }
 
-/** How many units an application has, its highest and the sum of their numbers. */
-type SiblingSet = [count: number, max: number | null, sum: number | null];
-
 /**
- * The application's unit names, by which set they are. Unit numbers only grow
- * within an application (a new unit takes a number above all before it), so the
- * count, highest and sum of the numbers name one set of units of one application
- * (its creation time tells a redeployed one apart): a hook of a big application
- * reads these three numbers, not every name, unless the set changed.
+ * The application's unit names, by which set they are: the store gives an
+ * application's `unit_set` a fresh serial in the statement that adds or removes any
+ * of its units, and when the application's row is inserted (migration 017). A hook
+ * of a unit that is not the leader reads that number with its application's row,
+ * and the names only when the set changed.
  */
 const siblingNamesCache = new Map<string, string[]>();
 const SIBLING_SETS_KEPT = 256;
 
-function siblingsKey(db: Db, app: ApplicationRow, set: SiblingSet): string {
-  return `${storeId(db)}:${app.model_uuid}:${app.name}:${String(app.created_at)}:${set.join(':')}`;
+function siblingsKey(db: Db, app: ApplicationRow, unitSet: number): string {
+  return `${storeId(db)}:${app.model_uuid}:${app.name}:${unitSet}`;
 }
 
-async function siblingNames(db: Db, app: ApplicationRow, set: SiblingSet): Promise<string[]> {
-  const key = siblingsKey(db, app, set);
-  const known = siblingNamesCache.get(key);
+async function siblingNames(db: Db, app: ApplicationRow): Promise<string[]> {
+  const known = siblingNamesCache.get(siblingsKey(db, app, app.unit_set));
   if (known) return known;
-  // the set and its names in one read: what is kept is what that set holds, even if it changed since the hook's
-  const { rows } = await sql<{ set: SiblingSet; names: string[] | null }>`
-    SELECT json_build_array(count(*), max(number), sum(number)) AS set, json_agg(name ORDER BY number) AS names
-    FROM units WHERE model_uuid = ${app.model_uuid} AND application = ${app.name}`.execute(db);
+  // the serial and the names in one read: what is kept is what that set holds, even if it changed since the hook's
+  const { rows } = await sql<{ unit_set: number; names: string[] | null }>`
+    SELECT a.unit_set, (SELECT json_agg(u.name ORDER BY u.number) FROM units u
+      WHERE u.model_uuid = a.model_uuid AND u.application = a.name) AS names
+    FROM applications a WHERE a.model_uuid = ${app.model_uuid} AND a.name = ${app.name}`.execute(db);
   const names = rows[0]?.names ?? [];
+  if (!rows[0]) return names; // the application is gone
   if (siblingNamesCache.size >= SIBLING_SETS_KEPT) {
     siblingNamesCache.delete(siblingNamesCache.keys().next().value as string);
   }
-  siblingNamesCache.set(siblingsKey(db, app, rows[0]?.set ?? [0, null, null]), names);
+  siblingNamesCache.set(siblingsKey(db, app, rows[0].unit_set), names);
   return names;
 }
 
 /**
  * The unit with its application, model and machine, whether it has relations, and its
- * siblings: their statuses for the leader (status-get --application), only which set
- * of names for the others (goal-state; the names are read once per set), so a hook of
- * a big application does not carry every unit's status, nor read every unit's name
+ * siblings: their statuses for the leader (status-get --application); the others
+ * get the names (goal-state) from siblingNames, read once per set of units, so a hook
+ * of a big application neither carries every unit's status nor reads every unit
  * (each hook would grow with the application: O(n²) in all).
  */
 function worldQuery(ref: UnitRef) {
@@ -196,10 +192,6 @@ function worldQuery(ref: UnitRef) {
         (SELECT jsonb_object_agg(s.name, jsonb_build_object('status', s.workload_status, 'message', s.workload_message))
           FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)
       END AS siblings,
-      CASE WHEN NOT u.leader THEN
-        (SELECT json_build_array(count(*), max(s.number), sum(s.number))
-          FROM units s WHERE s.model_uuid = u.model_uuid AND s.application = u.application)
-      END AS sibling_set,
       EXISTS (SELECT 1 FROM integration_endpoints ie
         WHERE ie.model_uuid = u.model_uuid AND ie.application = u.application) AS related,
       EXISTS (SELECT 1 FROM charm_secrets s
@@ -229,7 +221,7 @@ async function toWorld(db: Db, row: WorldRow): Promise<UnitWorld> {
     machine: row.machine,
     meta,
     siblings: row.siblings ?? {},
-    siblingNames: row.sibling_set ? await siblingNames(db, row.app, row.sibling_set) : [],
+    siblingNames: row.unit.leader ? [] : await siblingNames(db, row.app),
     secretive: row.secretive,
     related: row.related,
   };

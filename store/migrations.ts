@@ -6,6 +6,7 @@ import { m013 } from './migrations/013-controller-backups.ts';
 import { m014 } from './migrations/014-kubernetes.ts';
 import { m015 } from './migrations/015-model-migrations.ts';
 import { m016 } from './migrations/016-charm-secrets.ts';
+import { m017 } from './migrations/017-unit-sets.ts';
 import { SecretBox } from './secret-box.ts';
 
 const m001 = `
@@ -412,6 +413,7 @@ export const migrations: Record<string, MigrationEntry> = {
   '014_kubernetes': m014,
   '015_model_migrations': m015,
   '016_charm_secrets': m016,
+  '017_unit_sets': m017,
 };
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -88,6 +88,8 @@ export interface ApplicationsTable {
   workload_version: Def<string>;
   leader_settings: JsonDef<Record<string, string>>;
   next_unit: Def<number>;
+  /** Which set of units the application has: a fresh serial from the store whenever it changes (migration 017). */
+  unit_set: Def<number>;
   created_at: Timestamp;
 }
 

@@ -143,6 +143,70 @@ for (const backend of backends) {
       assert.equal(Number(count), 20);
     });
 
+    test("an application's unit set serial is fresh after each statement that adds or removes its units, and only then", async () => {
+      const db = store.db;
+      await sql`INSERT INTO charms (name, revision, sha256, metadata, archive, size)
+        VALUES ('c', 1, 'x', '{}'::jsonb, ''::bytea, 0)`.execute(db);
+      for (const name of ['web', 'db']) {
+        await db
+          .insertInto('applications')
+          .values({ model_uuid: 'u-1', name, charm_name: 'c', charm_revision: 1 })
+          .execute();
+      }
+      const seen = new Set<number>();
+      /** The application's serial, and whether it is one never seen before. */
+      const serial = async (name: string) => {
+        const { unit_set } = await db
+          .selectFrom('applications')
+          .select('unit_set')
+          .where('model_uuid', '=', 'u-1')
+          .where('name', '=', name)
+          .executeTakeFirstOrThrow();
+        const fresh = !seen.has(unit_set);
+        seen.add(unit_set);
+        return { value: unit_set, fresh };
+      };
+      const unit = (app: string, number: number) => ({
+        model_uuid: 'u-1',
+        name: `${app}/${number}`,
+        application: app,
+        number,
+      });
+      const web0 = await serial('web');
+      assert.ok(web0.fresh);
+      assert.ok((await serial('db')).fresh, 'two applications never share a serial');
+      // three units in one statement: one new serial
+      const before = await sql<{ n: number }>`SELECT last_value AS n FROM unit_set_serial`.execute(db);
+      await db
+        .insertInto('units')
+        .values([unit('web', 0), unit('web', 1), unit('web', 2)])
+        .execute();
+      const web1 = await serial('web');
+      assert.ok(web1.fresh);
+      const after = await sql<{ n: number }>`SELECT last_value AS n FROM unit_set_serial`.execute(db);
+      assert.equal(Number(after.rows[0].n) - Number(before.rows[0].n), 1);
+      // another application's units leave it alone; so do updates of its own
+      await db.insertInto('units').values(unit('db', 0)).execute();
+      await db.updateTable('units').set({ workload_status: 'active' }).where('application', '=', 'web').execute();
+      assert.equal((await serial('web')).value, web1.value);
+      await db.deleteFrom('units').where('name', '=', 'web/1').execute();
+      assert.ok((await serial('web')).fresh);
+      // a removed unit and a new one make a set of the same size: still another serial
+      await db.insertInto('units').values(unit('web', 3)).execute();
+      assert.ok((await serial('web')).fresh);
+      // an application row brought back (a restore, an import) takes a fresh serial, not the one it carries
+      await db.deleteFrom('applications').where('model_uuid', '=', 'u-1').where('name', '=', 'db').execute();
+      await db
+        .insertInto('applications')
+        .values({ model_uuid: 'u-1', name: 'db', charm_name: 'c', charm_revision: 1, unit_set: web0.value })
+        .execute();
+      assert.ok((await serial('db')).fresh);
+      // removing the applications takes their units with them, and nothing fails on the way
+      await db.deleteFrom('applications').where('model_uuid', '=', 'u-1').execute();
+      const left = await db.selectFrom('units').select('name').where('model_uuid', '=', 'u-1').execute();
+      assert.deepEqual(left, []);
+    });
+
     test('a reopened store keeps its data and re-running migrations is a no-op', async () => {
       await store.close();
       store = await ctx.reopen();
