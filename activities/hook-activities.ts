@@ -169,12 +169,13 @@ async function siblingNames(db: Db, app: ApplicationRow): Promise<string[]> {
     SELECT a.unit_set, (SELECT json_agg(u.name ORDER BY u.number) FROM units u
       WHERE u.model_uuid = a.model_uuid AND u.application = a.name) AS names
     FROM applications a WHERE a.model_uuid = ${app.model_uuid} AND a.name = ${app.name}`.execute(db);
-  const names = rows[0]?.names ?? [];
-  if (!rows[0]) return names; // the application is gone
+  const row = rows[0];
+  if (!row) return []; // the application is gone
+  const names = row.names ?? [];
   if (siblingNamesCache.size >= SIBLING_SETS_KEPT) {
     siblingNamesCache.delete(siblingNamesCache.keys().next().value as string);
   }
-  siblingNamesCache.set(siblingsKey(db, app, rows[0].unit_set), names);
+  siblingNamesCache.set(siblingsKey(db, app, row.unit_set), names);
   return names;
 }
 

@@ -22,23 +22,18 @@ const ddl: string[] = [
   END $$`,
   `CREATE TRIGGER application_added BEFORE INSERT ON applications
     FOR EACH ROW EXECUTE FUNCTION fresh_unit_set()`,
-  // statement triggers: a deploy's thousand units take one serial for their application
+  // statement triggers: a deploy's thousand units take one serial for their application;
+  // both name their transition table changed_units (the rows added, or removed)
   `CREATE FUNCTION next_unit_set() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    IF TG_OP = 'INSERT' THEN
-      UPDATE applications a SET unit_set = nextval('unit_set_serial')
-        FROM (SELECT DISTINCT model_uuid, application FROM added_units) c
-        WHERE a.model_uuid = c.model_uuid AND a.name = c.application;
-    ELSE
-      UPDATE applications a SET unit_set = nextval('unit_set_serial')
-        FROM (SELECT DISTINCT model_uuid, application FROM removed_units) c
-        WHERE a.model_uuid = c.model_uuid AND a.name = c.application;
-    END IF;
+    UPDATE applications a SET unit_set = nextval('unit_set_serial')
+      FROM (SELECT DISTINCT model_uuid, application FROM changed_units) c
+      WHERE a.model_uuid = c.model_uuid AND a.name = c.application;
     RETURN NULL;
   END $$`,
-  `CREATE TRIGGER units_added AFTER INSERT ON units REFERENCING NEW TABLE AS added_units
+  `CREATE TRIGGER units_added AFTER INSERT ON units REFERENCING NEW TABLE AS changed_units
     FOR EACH STATEMENT EXECUTE FUNCTION next_unit_set()`,
-  `CREATE TRIGGER units_removed AFTER DELETE ON units REFERENCING OLD TABLE AS removed_units
+  `CREATE TRIGGER units_removed AFTER DELETE ON units REFERENCING OLD TABLE AS changed_units
     FOR EACH STATEMENT EXECUTE FUNCTION next_unit_set()`,
 ];
 
