@@ -170,6 +170,8 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
       // units: 330 KB), and one JSON.stringify of them cost a sixth of the request.
       const q = JSON.stringify;
       const opt = (key: string, value: string | null | undefined) => (value ? `,"${key}":${q(value)}` : '');
+      /** `fields` (an object with at least one field) with more fields, already JSON text, after its own. */
+      const extended = (fields: object, more: string) => `${q(fields).slice(0, -1)},${more}}`;
       const machineText = machines
         .sort((a, b) => numericAware(a.id, b.id))
         .map((m) => {
@@ -207,7 +209,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
             mine.map((u) => ({ status: u.workload_status, message: u.workload_message })),
           );
           const appStatus = mine.some((u) => u.workload_status === 'error') ? derived : (explicit ?? derived);
-          const head: Omit<z.infer<typeof ApplicationStatus>, 'units'> = {
+          const appFields: Omit<z.infer<typeof ApplicationStatus>, 'units'> = {
             charm: a.charm_name,
             'charm-name': a.charm_name,
             'charm-rev': a.charm_revision,
@@ -219,8 +221,7 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
             'application-status': { current: appStatus.current, message: appStatus.message || undefined },
             ...(relationsOf.has(a.name) ? { relations: relationsOf.get(a.name) } : {}),
           };
-          // `units` goes last, as text, in place of the closing brace
-          return `${q(a.name)}:${q(head).slice(0, -1)},"units":{${unitText.join(',')}}}`;
+          return `${q(a.name)}:${extended(appFields, `"units":{${unitText.join(',')}}`)}`;
         });
       const head: Pick<ModelStatus, 'model'> = {
         model: {
@@ -231,9 +232,10 @@ export const statusRoutes: FastifyPluginAsyncZod = async (app) => {
           life: model.life,
         },
       };
-      const text =
-        `${q(head).slice(0, -1)},"machines":{${machineText.join(',')}}` +
-        `,"applications":{${appText.join(',')}},"integrations":${q(integrations)}}`;
+      const text = extended(
+        head,
+        `"machines":{${machineText.join(',')}},"applications":{${appText.join(',')}},"integrations":${q(integrations)}`,
+      );
       // a string with a JSON type goes out as it is
       return reply.type('application/json; charset=utf-8').send(text as unknown as ModelStatus);
     },
