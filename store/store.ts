@@ -57,6 +57,10 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
   let kind: Store['kind'];
   if (opts.databaseUrl) {
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
+    // An idle connection the server ends (a restart, a terminated backend, a database
+    // dropped as the store closes) is dropped by the pool and made again at the next
+    // query; without a listener its error would end the process.
+    pool.on('error', (err) => console.error(`charmflow: an idle store connection ended: ${err.message}`));
     db = new Kysely<Database>({ dialect: new RedactingDialect(new PostgresDialect({ pool })) });
     kind = 'postgres';
   } else {

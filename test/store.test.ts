@@ -207,6 +207,19 @@ for (const backend of backends) {
       assert.deepEqual(left, []);
     });
 
+    test('an idle connection the server ends neither ends the process nor the store', {
+      skip: backend.name !== 'postgres',
+    }, async () => {
+      await sql`SELECT 1`.execute(store.db); // a connection now idle in the pool
+      const { rows } = await sql<{ n: number }>`
+        SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()`.execute(store.db);
+      assert.ok(rows[0].n >= 0);
+      await new Promise((r) => setTimeout(r, 200));
+      const again = await sql<{ one: number }>`SELECT 1 AS one`.execute(store.db);
+      assert.equal(again.rows[0].one, 1);
+    });
+
     test('a reopened store keeps its data and re-running migrations is a no-op', async () => {
       await store.close();
       store = await ctx.reopen();
