@@ -2,7 +2,7 @@
 // start and restart), GET /v1/models latency, idle memory of the process tree.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { controllerEnv, removeDataDir, startUp, stopUp as stop } from './controller-process.ts';
+import { controllerEnv, discardDataDir, startUp, stopUp as stop } from './controller-process.ts';
 import { mb, percentile, treeRssBytes } from './process-tree.ts';
 
 export async function controllerBench(): Promise<Record<string, number>> {
@@ -48,6 +48,6 @@ export async function controllerBench(): Promise<Record<string, number>> {
       idle_tree_processes: processes,
     };
   } finally {
-    removeDataDir(env);
+    discardDataDir(env);
   }
 }

@@ -13,7 +13,7 @@ import { paths } from '../controller/config.ts';
 import { openStore } from '../store/store.ts';
 import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
-import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
+import { apiClient, controllerEnv, discardDataDir, startUp, stopUp } from './controller-process.ts';
 import { cpuMs, mb, peakRssBytes, percentile, rssBytes, systemCpuMs } from './process-tree.ts';
 
 // the figure is 30 units on 10 hosts; other sizes show how overhead grows with load
@@ -162,7 +162,7 @@ export async function deployBench(): Promise<Record<string, number | string>> {
     };
   } finally {
     if (up) await stopUp(up.child);
-    removeDataDir(env);
+    discardDataDir(env);
     await fleet.destroy();
   }
 }

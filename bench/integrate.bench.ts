@@ -26,7 +26,7 @@ import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
 import { parseRel } from '../test/helpers/relations.ts';
 import { unitAgentQuery, unitAgentWorkflowId } from '../workflows/messages.ts';
-import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
+import { apiClient, controllerEnv, discardDataDir, startUp, stopUp } from './controller-process.ts';
 import { cpuMs, mb, peakRssBytes, percentile, rssBytes, systemCpuMs, treeRssBytes } from './process-tree.ts';
 
 const UNITS = Number(process.env.CHARMFLOW_BENCH_INTEGRATE_UNITS ?? 20);
@@ -381,7 +381,7 @@ export async function integrateBench(): Promise<Record<string, number | string>>
     if (sampler) clearInterval(sampler);
     await connection?.close().catch(() => {});
     if (up) await stopUp(up.child);
-    removeDataDir(env);
+    discardDataDir(env);
     await fleet.destroy();
   }
 }

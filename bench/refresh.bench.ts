@@ -30,7 +30,7 @@ import { openStore } from '../store/store.ts';
 import { createFleet, fleetUnsupportedReason } from '../test/fleet.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
 import { unitAgentWorkflowId } from '../workflows/messages.ts';
-import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
+import { apiClient, controllerEnv, discardDataDir, startUp, stopUp } from './controller-process.ts';
 import { mb, peakRssBytes, percentile, rssBytes } from './process-tree.ts';
 
 const UNITS = Number(process.env.CHARMFLOW_BENCH_REFRESH_UNITS ?? 20);
@@ -343,7 +343,7 @@ export async function refreshBench(): Promise<Record<string, number | string>> {
     if (sampler) clearInterval(sampler);
     await connection?.close().catch(() => {});
     if (up) await stopUp(up.child);
-    removeDataDir(env);
+    discardDataDir(env);
     await fleet.destroy();
     rmSync(charmDir, { recursive: true, force: true });
   }

@@ -14,7 +14,7 @@ import { Connection } from '@temporalio/client';
 import { packCharm, readCharmDir } from '../charm/charm-archive.ts';
 import { paths } from '../controller/config.ts';
 import { projectRoot } from '../test/helpers/cli.ts';
-import { apiClient, controllerEnv, removeDataDir, startUp, stopUp } from './controller-process.ts';
+import { apiClient, controllerEnv, discardDataDir, startUp, stopUp } from './controller-process.ts';
 import { cpuMs, mb, peakRssBytes, percentile, rssBytes, systemCpuMs } from './process-tree.ts';
 
 const SIZES = (process.env.CHARMFLOW_BENCH_SCALE_UNITS ?? '200,1000')
@@ -139,7 +139,7 @@ async function scaleOnce(units: number): Promise<Record<string, number | string>
     };
   } finally {
     if (up) await stopUp(up.child);
-    removeDataDir(env);
+    discardDataDir(env);
   }
 }
 
