@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { sql } from 'kysely';
 import type { MachineRow } from '../store/schema.ts';
-import { nextModelSequence } from '../store/sequences.ts';
+import { nextModelSequence, reserveModelSequence } from '../store/sequences.ts';
 import type { Tx } from '../store/store.ts';
 import type { ActivityDeps } from './deps.ts';
 import { createKubernetesProvider, kubernetesModel } from './kubernetes-provider.ts';
@@ -148,6 +148,8 @@ function heartbeat(details?: unknown): void {
 
 /** Machines a provisionMachines activity prepares at once. */
 const PROVISION_CONCURRENCY = 8;
+/** Rows one statement reads or writes when many units get machines at once. */
+const ROWS_PER_STATEMENT = 500;
 
 export function createMachineActivities(deps: ActivityDeps) {
   const { store, substrates, controllerKey, dataDir, localNet } = deps;
@@ -448,6 +450,75 @@ export function createMachineActivities(deps: ActivityDeps) {
     return id;
   }
 
+  /**
+   * allocateIn for many units, in a few statements however many there are (a deploy
+   * of 1000 units took 5 statements a unit, ~4 s with nothing else able to use the
+   * store): the same ids, addresses and rows, in the order of `units`.
+   */
+  async function allocateManyIn(tx: Tx, modelUuid: string, units: string[]): Promise<Record<string, string>> {
+    const placed: Record<string, string> = {};
+    const wanted = [...new Set(units)];
+    const current = new Map<string, string | null>();
+    for (let i = 0; i < wanted.length; i += ROWS_PER_STATEMENT) {
+      const rows = await tx
+        .selectFrom('units')
+        .select(['name', 'machine_id'])
+        .where('model_uuid', '=', modelUuid)
+        .where('name', 'in', wanted.slice(i, i + ROWS_PER_STATEMENT))
+        .forUpdate()
+        .execute();
+      for (const r of rows) current.set(r.name, r.machine_id);
+    }
+    const fresh: string[] = [];
+    for (const unit of wanted) {
+      if (!current.has(unit)) throw ApplicationFailure.nonRetryable(`unit ${unit} not found`, 'NotFound');
+      const machine = current.get(unit);
+      if (machine) placed[unit] = machine;
+      else fresh.push(unit);
+    }
+    if (fresh.length === 0) return placed;
+    const first = await reserveModelSequence(tx, modelUuid, 'machine', fresh.length);
+    const addresses: string[] = [];
+    while (addresses.length < fresh.length) {
+      const { rows } = await sql<{ n: string | number }>`
+        SELECT nextval('local_machine_seq') AS n FROM generate_series(1, ${fresh.length - addresses.length})`.execute(
+        tx,
+      );
+      for (const { n } of rows) {
+        const address = localAddress(localNet, Number(n));
+        if (address !== undefined) addresses.push(address);
+      }
+    }
+    const ids = fresh.map((_, i) => String(first + i));
+    for (let i = 0; i < fresh.length; i += ROWS_PER_STATEMENT) {
+      const chunk = fresh.slice(i, i + ROWS_PER_STATEMENT).map((unit, j) => ({ unit, id: ids[i + j] }));
+      await tx
+        .insertInto('machines')
+        .values(
+          chunk.map(({ id }, j) => ({
+            model_uuid: modelUuid,
+            id,
+            kind: 'local',
+            address: addresses[i + j],
+            host: null,
+            port: null,
+            ssh_user: null,
+            host_key_fingerprint: null,
+            root_dir: join(localMachinesDir(dataDir), modelUuid, id),
+            state: 'pending',
+          })),
+        )
+        .execute();
+      const pairs = sql.join(chunk.map(({ unit, id }) => sql`(${unit}, ${id})`));
+      await sql`
+        UPDATE units AS u SET machine_id = v.id, agent_status = 'allocating', agent_message = ''
+        FROM (VALUES ${pairs}) AS v(name, id)
+        WHERE u.model_uuid = ${modelUuid} AND u.name = v.name`.execute(tx);
+    }
+    for (let i = 0; i < fresh.length; i++) placed[fresh[i]] = ids[i];
+    return placed;
+  }
+
   return {
     /** A new local sandbox machine (pending); returns its id. */
     /**
@@ -470,11 +541,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       // a kubernetes model's new machines are its units' pods
       const k8s = await kubernetesModel(db, model.uuid);
       if (k8s) return kubernetes.allocatePods(k8s, units);
-      return db.transaction().execute(async (tx) => {
-        const placed: Record<string, string> = {};
-        for (const unit of units) placed[unit] = await allocateIn(tx, model.uuid, unit);
-        return placed;
-      });
+      return db.transaction().execute((tx) => allocateManyIn(tx, model.uuid, units));
     },
 
     /**

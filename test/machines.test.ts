@@ -8,6 +8,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import type { ActivityDeps } from '../activities/deps.ts';
 import {
   createMachineActivities,
@@ -510,5 +511,82 @@ describe('local machines (activities)', () => {
     assert.equal(unit.agent_status, 'allocating');
     await assert.rejects(acts.allocateLocalMachine(model, 'ghost/0'), /unit ghost\/0 not found/);
     assert.equal(await count(), before + 1);
+  });
+
+  test('many units get machines in a few statements: the ids and addresses one at a time would give, in order', async () => {
+    const names = ['web/12', 'web/10', 'web/11', 'web/13', 'web/14'];
+    await store.db
+      .insertInto('units')
+      .values(names.map((name) => ({ model_uuid: modelUuid, name, application: 'web', number: Number(name.slice(4)) })))
+      .execute();
+    const placedBefore = await acts.allocateLocalMachine(model, 'web/11');
+    // the next addresses cross 127.0.0.255 and 127.0.1.0, which are never given
+    await sql`SELECT setval('local_machine_seq', 253)`.execute(store.db);
+    const machineCount = async () =>
+      (await store.db.selectFrom('machines').select('id').where('model_uuid', '=', modelUuid).execute()).length;
+    const before = await machineCount();
+
+    const placed: Record<string, string> = await acts.allocateLocalMachines(model, names);
+    const next = Number(placedBefore);
+    const expected: Record<string, string> = {
+      'web/12': String(next + 1),
+      'web/10': String(next + 2),
+      'web/11': placedBefore,
+      'web/13': String(next + 3),
+      'web/14': String(next + 4),
+    };
+    assert.deepEqual(placed, expected);
+    assert.equal(await machineCount(), before + 4);
+    const addresses = await Promise.all(
+      ['web/12', 'web/10', 'web/13', 'web/14'].map(async (u) => (await row(placed[u]))!),
+    );
+    assert.deepEqual(
+      addresses.map((m) => [m.address, m.state, m.kind, m.root_dir]),
+      [
+        ['127.0.0.254', 'pending', 'local', join(dir, 'machines', modelUuid, placed['web/12'])],
+        ['127.0.1.1', 'pending', 'local', join(dir, 'machines', modelUuid, placed['web/10'])],
+        ['127.0.1.2', 'pending', 'local', join(dir, 'machines', modelUuid, placed['web/13'])],
+        ['127.0.1.3', 'pending', 'local', join(dir, 'machines', modelUuid, placed['web/14'])],
+      ],
+    );
+    const units = await store.db
+      .selectFrom('units')
+      .select(['name', 'machine_id', 'agent_status'])
+      .where('model_uuid', '=', modelUuid)
+      .where('name', 'in', names)
+      .orderBy('name')
+      .execute();
+    assert.deepEqual(
+      units.map((u) => [u.name, u.machine_id, u.agent_status]),
+      names
+        .slice()
+        .sort()
+        .map((n) => [n, placed[n], 'allocating']),
+    );
+
+    // a retry (the first answer was lost) gives the same machines and makes none
+    assert.deepEqual(await acts.allocateLocalMachines(model, names), placed);
+    assert.equal(await machineCount(), before + 4);
+    // one sequence for single and bulk allocations: the next machine follows on
+    await store.db
+      .insertInto('units')
+      .values({ model_uuid: modelUuid, name: 'web/15', application: 'web', number: 15 })
+      .execute();
+    assert.equal(await acts.allocateLocalMachine(model, 'web/15'), String(next + 5));
+
+    // an unknown unit fails the whole allocation: nothing is made
+    await store.db
+      .insertInto('units')
+      .values({ model_uuid: modelUuid, name: 'web/16', application: 'web', number: 16 })
+      .execute();
+    const beforeFailure = await machineCount();
+    await assert.rejects(acts.allocateLocalMachines(model, ['web/16', 'ghost/0']), /unit ghost\/0 not found/);
+    assert.equal(await machineCount(), beforeFailure);
+    const untouched = await store.db
+      .selectFrom('units')
+      .selectAll()
+      .where('name', '=', 'web/16')
+      .executeTakeFirstOrThrow();
+    assert.equal(untouched.machine_id, null);
   });
 });
