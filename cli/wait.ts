@@ -8,14 +8,26 @@ interface Progress {
   units?: Record<string, string>;
 }
 
+/** Up to this many units, the progress shows each unit's changes; beyond it, a count per state. */
+export const UNIT_LINES_UP_TO = 20;
+
+/** A unit's state as counted among many: without a machine's number or an error's message. */
+function stateGroup(state: string): string {
+  if (state.startsWith('error')) return 'error';
+  return state.replace(/^waiting for machine \S+ /, 'waiting for machine ');
+}
+
 /**
  * Prints an operation's progress as it changes: every step it went through once (even
- * those that came and went between two polls), then its units' states when they change.
+ * those that came and went between two polls), then the units whose state changed.
+ * An operation on many units shows how many are in each state instead (a deploy of
+ * 1000 printed 1000 lines a second), and still names each unit that fails.
  */
 export class ProgressPrinter {
   private lastStep = 0;
   private lastStepText: string | undefined;
-  private lastUnits = '';
+  private readonly lastUnits = new Map<string, string>();
+  private lastSummary = '';
   constructor(private readonly say: (line: string) => void) {}
 
   show(op: Operation): void {
@@ -32,13 +44,25 @@ export class ProgressPrinter {
       this.lastStep = fresh[fresh.length - 1].n;
       this.lastStepText = fresh[fresh.length - 1].step;
     }
-    const shown = units
-      ? Object.entries(units)
-          .map(([u, s]) => `  ${u}: ${s}`)
-          .join('\n')
-      : '';
-    if (shown !== '' && (shown !== this.lastUnits || fresh.length > 0)) this.say(shown);
-    this.lastUnits = shown;
+    if (!units) return;
+    const names = Object.keys(units);
+    const changed = names.filter((u) => this.lastUnits.get(u) !== units[u]);
+    for (const u of changed) this.lastUnits.set(u, units[u]);
+    const lines = (which: string[]) => which.map((u) => `  ${u}: ${units[u]}`).join('\n');
+    if (names.length <= UNIT_LINES_UP_TO) {
+      if (changed.length > 0) this.say(lines(changed));
+      return;
+    }
+    const failed = changed.filter((u) => units[u].startsWith('error'));
+    if (failed.length > 0) this.say(lines(failed));
+    const counts = new Map<string, number>();
+    for (const u of names) counts.set(stateGroup(units[u]), (counts.get(stateGroup(units[u])) ?? 0) + 1);
+    const summary = `  ${names.length} units: ${[...counts]
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+      .map(([state, n]) => `${n} ${state}`)
+      .join(', ')}`;
+    if (summary !== this.lastSummary) this.say(summary);
+    this.lastSummary = summary;
   }
 }
 
