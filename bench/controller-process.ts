@@ -35,7 +35,9 @@ const discarded: string[] = [];
  * `npm run bench` would pay for the last one's clean-up.
  */
 export function discardDataDir(env: ControllerEnv): void {
-  discarded.push(env.CHARMFLOW_DATA_DIR);
+  // CHARMFLOW_BENCH_KEEP_DATA=1 keeps them, to look into a run afterwards
+  if (process.env.CHARMFLOW_BENCH_KEEP_DATA === '1') console.log(`  (data dir kept: ${env.CHARMFLOW_DATA_DIR})`);
+  else discarded.push(env.CHARMFLOW_DATA_DIR);
 }
 
 function removeDiscarded(): void {
