@@ -481,7 +481,7 @@ export function createMachineActivities(deps: ActivityDeps) {
     const addresses: string[] = [];
     while (addresses.length < fresh.length) {
       const { rows } = await sql<{ n: string | number }>`
-        SELECT nextval('local_machine_seq') AS n FROM generate_series(1, ${fresh.length - addresses.length})`.execute(
+        SELECT nextval('local_machine_seq') AS n FROM generate_series(1, ${fresh.length - addresses.length}::int)`.execute(
         tx,
       );
       for (const { n } of rows) {
@@ -509,7 +509,7 @@ export function createMachineActivities(deps: ActivityDeps) {
           })),
         )
         .execute();
-      const pairs = sql.join(chunk.map(({ unit, id }) => sql`(${unit}, ${id})`));
+      const pairs = sql.join(chunk.map(({ unit, id }) => sql`(${unit}::text, ${id}::text)`));
       await sql`
         UPDATE units AS u SET machine_id = v.id, agent_status = 'allocating', agent_message = ''
         FROM (VALUES ${pairs}) AS v(name, id)
