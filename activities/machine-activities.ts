@@ -403,6 +403,22 @@ export function createMachineActivities(deps: ActivityDeps) {
     }
   }
 
+  /** The row of a new local machine: pending, its directory under the data dir's machines/. */
+  function newLocalMachine(modelUuid: string, id: string, address: string) {
+    return {
+      model_uuid: modelUuid,
+      id,
+      kind: 'local',
+      address,
+      host: null,
+      port: null,
+      ssh_user: null,
+      host_key_fingerprint: null,
+      root_dir: join(localMachinesDir(dataDir), modelUuid, id),
+      state: 'pending',
+    } as const;
+  }
+
   /** A new local machine (pending), with the unit placed on it when one is named. */
   async function allocateIn(tx: Tx, modelUuid: string, forUnit?: string): Promise<string> {
     if (forUnit !== undefined) {
@@ -426,18 +442,7 @@ export function createMachineActivities(deps: ActivityDeps) {
     }
     await tx
       .insertInto('machines')
-      .values({
-        model_uuid: modelUuid,
-        id,
-        kind: 'local',
-        address,
-        host: null,
-        port: null,
-        ssh_user: null,
-        host_key_fingerprint: null,
-        root_dir: join(localMachinesDir(dataDir), modelUuid, id),
-        state: 'pending',
-      })
+      .values(newLocalMachine(modelUuid, id, address))
       .execute();
     if (forUnit !== undefined) {
       await tx
@@ -494,20 +499,7 @@ export function createMachineActivities(deps: ActivityDeps) {
       const chunk = fresh.slice(i, i + ROWS_PER_STATEMENT).map((unit, j) => ({ unit, id: ids[i + j] }));
       await tx
         .insertInto('machines')
-        .values(
-          chunk.map(({ id }, j) => ({
-            model_uuid: modelUuid,
-            id,
-            kind: 'local',
-            address: addresses[i + j],
-            host: null,
-            port: null,
-            ssh_user: null,
-            host_key_fingerprint: null,
-            root_dir: join(localMachinesDir(dataDir), modelUuid, id),
-            state: 'pending',
-          })),
-        )
+        .values(chunk.map(({ id }, j) => newLocalMachine(modelUuid, id, addresses[i + j])))
         .execute();
       const pairs = sql.join(chunk.map(({ unit, id }) => sql`(${unit}::text, ${id}::text)`));
       await sql`
