@@ -41,7 +41,14 @@ export function discardDataDir(env: ControllerEnv): void {
 }
 
 function removeDiscarded(): void {
-  for (const dir of discarded.splice(0)) rmSync(dir, { recursive: true, force: true });
+  for (const dir of discarded.splice(0)) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch (err) {
+      // a controller stopped by the same Ctrl-C may still be writing into it
+      console.error(`  (could not remove ${dir}: ${(err as Error).message})`);
+    }
+  }
 }
 process.once('exit', removeDiscarded);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
