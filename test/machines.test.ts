@@ -422,6 +422,9 @@ describe('local machines (activities)', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
+  const machineCount = async () =>
+    (await store.db.selectFrom('machines').select('id').where('model_uuid', '=', modelUuid).execute()).length;
+
   const row = (id: string) =>
     store.db
       .selectFrom('machines')
@@ -499,18 +502,16 @@ describe('local machines (activities)', () => {
       .insertInto('units')
       .values({ model_uuid: modelUuid, name: 'web/1', application: 'web', number: 1 })
       .execute();
-    const count = async () =>
-      (await store.db.selectFrom('machines').select('id').where('model_uuid', '=', modelUuid).execute()).length;
-    const before = await count();
+    const before = await machineCount();
     const first = await acts.allocateLocalMachine(model, 'web/1');
     const retried = await acts.allocateLocalMachine(model, 'web/1');
     assert.equal(retried, first);
-    assert.equal(await count(), before + 1, 'one machine, however often the activity runs');
+    assert.equal(await machineCount(), before + 1, 'one machine, however often the activity runs');
     const unit = await store.db.selectFrom('units').selectAll().where('name', '=', 'web/1').executeTakeFirstOrThrow();
     assert.equal(unit.machine_id, first);
     assert.equal(unit.agent_status, 'allocating');
     await assert.rejects(acts.allocateLocalMachine(model, 'ghost/0'), /unit ghost\/0 not found/);
-    assert.equal(await count(), before + 1);
+    assert.equal(await machineCount(), before + 1);
   });
 
   test('many units get machines in a few statements: the ids and addresses one at a time would give, in order', async () => {
@@ -522,8 +523,6 @@ describe('local machines (activities)', () => {
     const placedBefore = await acts.allocateLocalMachine(model, 'web/11');
     // the next addresses cross 127.0.0.255 and 127.0.1.0, which are never given
     await sql`SELECT setval('local_machine_seq', 253)`.execute(store.db);
-    const machineCount = async () =>
-      (await store.db.selectFrom('machines').select('id').where('model_uuid', '=', modelUuid).execute()).length;
     const before = await machineCount();
 
     const placed: Record<string, string> = await acts.allocateLocalMachines(model, names);
